@@ -1,0 +1,77 @@
+"""`/auth/agents`: the AI services the hub delivers conversations to, and their tokens (admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from agenthub.agents import service
+from agenthub.agents.schemas import (
+    AgentCreate,
+    AgentCreated,
+    AgentOut,
+    AgentUpdate,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+)
+from agenthub.auth.router import Limit, Offset
+from agenthub.deps import AdminUser, HubDep, SessionDep
+
+router = APIRouter(prefix="/auth/agents", tags=["agents"])
+
+
+@router.get("", response_model=list[AgentOut])
+async def list_agents(_: AdminUser, session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> object:
+    """All agents, oldest first."""
+    return await service.list_agents(session, limit, offset)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=AgentCreated)
+async def create_agent(data: AgentCreate, _: AdminUser, session: SessionDep, hub: HubDep) -> AgentCreated:
+    """Register an agent. The answer carries its API `token` and `webhook_secret` — only this once."""
+    agent, token, webhook_secret = await service.create_agent(session, hub, data)
+    return AgentCreated.model_validate(
+        {**AgentOut.model_validate(agent).model_dump(), "token": token, "webhook_secret": webhook_secret}
+    )
+
+
+@router.get("/{agent_id}", response_model=AgentOut)
+async def get_agent(agent_id: str, _: AdminUser, session: SessionDep) -> object:
+    """One agent (its secret is never shown again)."""
+    return await service.get_agent(session, agent_id)
+
+
+@router.patch("/{agent_id}", response_model=AgentOut)
+async def update_agent(
+    agent_id: str, data: AgentUpdate, _: AdminUser, session: SessionDep, hub: HubDep
+) -> object:
+    """Change an agent. `is_active: false` cuts off its tokens and deliveries at once."""
+    return await service.update_agent(session, hub, await service.get_agent(session, agent_id), data)
+
+
+@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_agent(agent_id: str, _: AdminUser, session: SessionDep) -> None:
+    """Delete an agent, its tokens and its chat links."""
+    await service.delete_agent(session, await service.get_agent(session, agent_id))
+
+
+@router.post("/{agent_id}/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)
+async def create_token(
+    agent_id: str, _: AdminUser, session: SessionDep, data: TokenCreate | None = None
+) -> TokenCreated:
+    """A new API token for the agent (shown once)."""
+    agent = await service.get_agent(session, agent_id)
+    raw, token = await service.create_token(session, agent, data or TokenCreate())
+    return TokenCreated.model_validate({**TokenOut.model_validate(token).model_dump(), "token": raw})
+
+
+@router.get("/{agent_id}/tokens", response_model=list[TokenOut])
+async def list_tokens(agent_id: str, _: AdminUser, session: SessionDep) -> object:
+    """The agent's tokens: ids and metadata, never the tokens themselves."""
+    return await service.list_tokens(session, await service.get_agent(session, agent_id))
+
+
+@router.delete("/{agent_id}/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_token(agent_id: str, token_id: str, _: AdminUser, session: SessionDep) -> None:
+    """Revoke one of the agent's tokens; it stops working at once."""
+    await service.revoke_token(session, await service.get_agent(session, agent_id), token_id)

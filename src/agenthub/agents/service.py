@@ -1,0 +1,81 @@
+"""Agents and their API tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agenthub.agents.schemas import AgentCreate, AgentUpdate, TokenCreate
+from agenthub.errors import NotFound
+from agenthub.hub import Hub
+from agenthub.models import Agent, ApiToken, utcnow
+from agenthub.netguard import ensure_public_url
+from agenthub.security import hash_token, new_token, new_webhook_secret
+
+
+async def create_agent(session: AsyncSession, hub: Hub, data: AgentCreate) -> tuple[Agent, str, str]:
+    """Returns the agent, its first API token and its webhook secret (both shown once)."""
+    values = data.model_dump(mode="json")
+    await ensure_public_url(values["webhook_url"], allow_private=hub.settings.private_agent_urls_allowed)
+    webhook_secret = new_webhook_secret()
+    agent = Agent(**values, webhook_secret_encrypted=hub.secrets.encrypt(webhook_secret))
+    session.add(agent)
+    await session.flush()
+    raw_token, _ = await create_token(session, agent, TokenCreate(name="default"))
+    return agent, raw_token, webhook_secret
+
+
+async def list_agents(session: AsyncSession, limit: int, offset: int) -> list[Agent]:
+    query = select(Agent).order_by(Agent.created_at, Agent.id).limit(limit).offset(offset)
+    return list(await session.scalars(query))
+
+
+async def get_agent(session: AsyncSession, agent_id: str) -> Agent:
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound("Agent not found")
+    return agent
+
+
+async def update_agent(session: AsyncSession, hub: Hub, agent: Agent, data: AgentUpdate) -> Agent:
+    changes = {k: v for k, v in data.model_dump(mode="json", exclude_unset=True).items() if v is not None}
+    if "webhook_url" in changes:
+        await ensure_public_url(
+            changes["webhook_url"], allow_private=hub.settings.private_agent_urls_allowed
+        )
+    for field, value in changes.items():
+        setattr(agent, field, value)
+    await session.flush()
+    return agent
+
+
+async def delete_agent(session: AsyncSession, agent: Agent) -> None:
+    await session.delete(agent)
+    await session.flush()
+
+
+async def create_token(session: AsyncSession, agent: Agent, data: TokenCreate) -> tuple[str, ApiToken]:
+    raw = new_token()
+    expires_at = utcnow() + timedelta(days=data.expires_in_days) if data.expires_in_days else None
+    token = ApiToken(token_hash=hash_token(raw), agent_id=agent.id, name=data.name, expires_at=expires_at)
+    session.add(token)
+    await session.flush()
+    return raw, token
+
+
+async def list_tokens(session: AsyncSession, agent: Agent) -> list[ApiToken]:
+    query = select(ApiToken).where(ApiToken.agent_id == agent.id).order_by(ApiToken.created_at)
+    return list(await session.scalars(query))
+
+
+async def revoke_token(session: AsyncSession, agent: Agent, token_id: str) -> None:
+    token = await session.scalar(
+        select(ApiToken).where(ApiToken.id == token_id, ApiToken.agent_id == agent.id)
+    )
+    if token is None:
+        raise NotFound("Token not found")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    await session.flush()

@@ -1,0 +1,149 @@
+"""Chats, their messages and their agent links."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+
+from agenthub.access import get_readable_channel, get_readable_chat
+from agenthub.auth.router import Limit, Offset
+from agenthub.chats import service
+from agenthub.chats.schemas import (
+    ChatAgentCreate,
+    ChatAgentOut,
+    ChatAgentUpdate,
+    ChatOut,
+    ChatPage,
+    ChatUpdate,
+    DeliveryOut,
+    MessageCreate,
+    MessageOut,
+    MessagePage,
+)
+from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, SessionDep
+from agenthub.models import Chat
+
+router = APIRouter(tags=["chats"])
+
+
+async def _readable_chat(chat_id: str, principal: CurrentPrincipal, session: SessionDep) -> Chat:
+    return await get_readable_chat(session, principal, chat_id)
+
+
+ReadableChat = Annotated[Chat, Depends(_readable_chat)]
+
+
+@router.get("/channels/{channel_id}/chats", response_model=ChatPage)
+async def list_chats(
+    channel_id: str,
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    assigned: bool | None = None,
+    assigned_user_id: Annotated[str | None, Query(max_length=16)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Search name and contact id")] = None,
+) -> ChatPage:
+    """A channel's chats, newest activity first, with the total count for paging."""
+    await get_readable_channel(session, principal, channel_id)
+    chats, total = await service.list_chats(
+        session,
+        principal,
+        channel_id,
+        limit=limit,
+        offset=offset,
+        assigned=assigned,
+        assigned_user_id=assigned_user_id,
+        q=q,
+    )
+    return ChatPage(
+        chats=[ChatOut.model_validate(chat) for chat in chats],
+        total_count=total,
+        has_more=offset + len(chats) < total,
+    )
+
+
+@router.get("/chats/{chat_id}", response_model=ChatOut)
+async def get_chat(chat: ReadableChat) -> object:
+    """One chat (users with access to its channel; agents linked to it)."""
+    return chat
+
+
+@router.patch("/chats/{chat_id}", response_model=ChatOut)
+async def update_chat(
+    _: CurrentUser, chat: ReadableChat, data: ChatUpdate, session: SessionDep
+) -> object:
+    """Assign the chat to a user (or `null` to unassign), rename it, or clear `needs_human`."""
+    return await service.update_chat(session, chat, data)
+
+
+@router.delete("/chats/{chat_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_chat(_: AdminUser, chat: ReadableChat, session: SessionDep) -> None:
+    """Delete a chat and all its messages (admin)."""
+    await service.delete_chat(session, chat)
+
+
+@router.get("/chats/{chat_id}/messages", response_model=MessagePage)
+async def list_messages(
+    chat: ReadableChat,
+    session: SessionDep,
+    limit: Limit = 50,
+    before: Annotated[str | None, Query(max_length=16, description="A message id")] = None,
+) -> MessagePage:
+    """The chat's messages, newest first; page back with `before=<oldest id seen>`."""
+    messages, has_more = await service.list_messages(session, chat, limit=limit, before=before)
+    return MessagePage(
+        messages=[MessageOut.model_validate(m) for m in messages], has_more=has_more
+    )
+
+
+@router.post("/chats/{chat_id}/messages", status_code=status.HTTP_201_CREATED, response_model=MessageOut)
+async def post_message(
+    chat: ReadableChat, data: MessageCreate, principal: CurrentPrincipal, session: SessionDep
+) -> object:
+    """Send a message to the contact: `USER` with a user's token, `AGENT` with an agent's.
+
+    The message is stored `PENDING` and sent to the platform in the background.
+    """
+    return await service.post_message(session, principal, chat, data)
+
+
+@router.get("/chats/{chat_id}/agents", response_model=list[ChatAgentOut])
+async def list_chat_agents(chat: ReadableChat, session: SessionDep) -> object:
+    """The agents linked to this chat and whether each is active."""
+    return await service.list_links(session, chat)
+
+
+@router.post("/chats/{chat_id}/agents", status_code=status.HTTP_201_CREATED, response_model=ChatAgentOut)
+async def link_agent(
+    _: CurrentUser, chat: ReadableChat, data: ChatAgentCreate, session: SessionDep
+) -> object:
+    """Link an agent to this chat; it receives the contact's next messages."""
+    return await service.link_agent(session, chat, data.agent_id)
+
+
+@router.patch("/chats/{chat_id}/agents/{agent_id}", response_model=ChatAgentOut)
+async def update_chat_agent(
+    agent_id: str, _: CurrentUser, chat: ReadableChat, data: ChatAgentUpdate, session: SessionDep
+) -> object:
+    """Pause (`active: false`) or resume an agent in this chat."""
+    link = await service.get_link(session, chat, agent_id)
+    return await service.set_link_active(session, link, data.active)
+
+
+@router.delete("/chats/{chat_id}/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def unlink_agent(
+    agent_id: str, _: CurrentUser, chat: ReadableChat, session: SessionDep
+) -> None:
+    """Remove an agent from this chat."""
+    await service.unlink_agent(session, await service.get_link(session, chat, agent_id))
+
+
+@router.get("/chats/{chat_id}/deliveries", response_model=list[DeliveryOut])
+async def list_deliveries(
+    _: AdminUser, chat: ReadableChat, session: SessionDep, limit: Limit = 50
+) -> list[DeliveryOut]:
+    """The chat's agent deliveries with every attempt: status codes, latency, errors (admin)."""
+    return await service.list_deliveries(session, chat, limit)

@@ -1,0 +1,197 @@
+"""The `agenthub` command: serve, migrate, create-admin.
+
+Imports of the app, SQLAlchemy and uvicorn happen inside the commands, so `agenthub --help` and
+shell completion stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from agenthub.settings import Settings
+
+READ_STDIN = "-"  # `--password -` reads the password from stdin
+
+app = typer.Typer(
+    name="agenthub",
+    help="Agent Hub: connects messaging platforms (WhatsApp, Telegram, web chat) to AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _settings() -> Settings:
+    from agenthub.settings import get_settings
+
+    get_settings.cache_clear()  # pick up environment changes made by the command itself
+    return get_settings()
+
+
+def _display_url(database_url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(database_url).render_as_string(hide_password=True)
+
+
+def _migrate(database_url: str) -> str | None:
+    from agenthub.migrate import current_revision, upgrade_database
+
+    upgrade_database(database_url)
+    return current_revision(database_url)
+
+
+def _has_users(database_url: str) -> bool:
+    from sqlalchemy import create_engine, exists, select
+    from sqlalchemy.pool import NullPool
+
+    from agenthub.db import sync_url
+    from agenthub.models import User
+
+    engine = create_engine(sync_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return bool(connection.scalar(select(exists().select_from(User))))
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Interface to bind", show_default="AGENTHUB_HOST or 127.0.0.1"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on", show_default="AGENTHUB_PORT or 8000")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes")] = 1,
+) -> None:
+    """Apply migrations, then serve the API (and run background jobs in-process)."""
+    # The app's Settings (in this process and in uvicorn's worker processes) read these, so the
+    # default public URL (http://<host>:<port>) matches where we listen.
+    if host is not None:
+        os.environ["AGENTHUB_HOST"] = host
+    if port is not None:
+        os.environ["AGENTHUB_PORT"] = str(port)
+    settings = _settings()
+    os.environ["AGENTHUB_HOST"] = settings.host
+    os.environ["AGENTHUB_PORT"] = str(settings.port)
+
+    revision = _migrate(settings.database_url)
+    # Create the generated secret key (SQLite installs) once, before any worker process races
+    # to; without SQLite this fails fast when AGENTHUB_SECRET_KEY is missing.
+    try:
+        settings.resolved_secret_key()
+    except RuntimeError as exc:
+        typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+
+    listen_url = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"Database   {_display_url(settings.database_url)} (schema {revision})")
+    typer.echo(f"Listening  {listen_url}  (API docs: {listen_url}/docs)")
+    typer.echo(f"Public URL {settings.effective_public_url}")
+    if not _has_users(settings.database_url):
+        typer.secho("No user exists yet. Create the admin with either:", fg=typer.colors.YELLOW)
+        typer.echo("  agenthub create-admin --username admin --password -   (reads the password)")
+        typer.echo(
+            f"  curl -X POST {listen_url}/auth/signup -H 'Content-Type: application/json' "
+            """-d '{"username": "admin", "password": "…"}'"""
+        )
+
+    import uvicorn
+
+    uvicorn.run(
+        "agenthub.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations and exit."""
+    settings = _settings()
+    revision = _migrate(settings.database_url)
+    typer.echo(f"{_display_url(settings.database_url)} is at schema revision {revision} (head).")
+
+
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Option(help="The admin's username")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="The new password; '-' reads it from stdin",
+        ),
+    ],
+) -> None:
+    """Create an ADMIN user, or reset an existing one (role ADMIN, active, new password)."""
+    from agenthub.schemas import Password, Username
+
+    if password == READ_STDIN:
+        password = sys.stdin.readline().rstrip("\r\n")
+    username = _validate(username, Username, "username")
+    password = _validate(password, Password, "password")
+
+    import asyncio
+
+    settings = _settings()
+    _migrate(settings.database_url)
+    user_id, created = asyncio.run(_upsert_admin(settings.database_url, username, password))
+    verb = "Created" if created else "Reset"
+    typer.echo(f"{verb} admin {username!r} ({user_id}). Log in with POST /auth/login.")
+
+
+def _validate(value: str, annotation: Any, field: str) -> str:
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        result: str = TypeAdapter(annotation).validate_python(value)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"]
+        raise typer.BadParameter(message, param_hint=f"--{field}") from exc
+    return result
+
+
+async def _upsert_admin(database_url: str, username: str, password: str) -> tuple[str, bool]:
+    from sqlalchemy import select
+
+    from agenthub.db import Database
+    from agenthub.models import Role, User
+    from agenthub.security import hash_password
+
+    password_hash = await hash_password(password)
+    db = Database(database_url, pool_size=1)
+    try:
+        async with db.transaction() as session:
+            user = await session.scalar(select(User).where(User.username == username))
+            created = user is None
+            if user is None:
+                user = User(username=username, password_hash=password_hash)
+                session.add(user)
+            user.password_hash = password_hash
+            user.role = Role.ADMIN
+            user.is_active = True
+            await session.flush()
+            return user.id, created
+    finally:
+        await db.dispose()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Typed dependencies shared by every router: the hub, the request's session and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agenthub.db import READ_ONLY
+from agenthub.errors import Forbidden, Unauthorized
+from agenthub.hub import Hub
+from agenthub.models import Agent, ApiToken, User, utcnow
+from agenthub.security import hash_token
+from agenthub.uow import commit, rollback
+
+# Writing `last_used_at` on every request would turn each read into a write; a minute is enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def get_hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+async def get_session(request: Request, hub: HubDep) -> AsyncIterator[AsyncSession]:
+    """The request's transaction: read-only for GET, committed before the response is sent."""
+    read_only = request.method in ("GET", "HEAD")
+    async with hub.db.session(read_only=read_only) as session:
+        try:
+            yield session
+        except BaseException:
+            await rollback(session)
+            raise
+        if session.in_transaction():
+            if read_only:
+                await session.rollback()
+            else:
+                await commit(session)
+
+
+# scope="function": commit before the response goes out, so a failed commit is never a 200.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="A user token from /auth/login or an agent token")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Whoever holds the bearer token: a user or an agent."""
+
+    token: ApiToken
+    user: User | None = None
+    agent: Agent | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user is not None and self.user.is_admin
+
+    @property
+    def id(self) -> str:
+        owner = self.user or self.agent
+        assert owner is not None
+        return owner.id
+
+
+async def authenticate(hub: Hub, session: AsyncSession, raw_token: str) -> Principal:
+    """Resolve a bearer token to its active owner; anything else is 401."""
+    token = await session.scalar(
+        select(ApiToken).where(ApiToken.token_hash == hash_token(raw_token))
+    )
+    now = utcnow()
+    if token is None or token.revoked_at is not None:
+        raise Unauthorized("Invalid or revoked token")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthorized("Token expired")
+    principal = await _load_owner(session, token)
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        if session.info.get(READ_ONLY):
+            await _touch_last_used(hub, token.id)
+        else:
+            token.last_used_at = now
+    return principal
+
+
+async def _touch_last_used(hub: Hub, token_id: str) -> None:
+    # Its own short write, so GET requests keep their read-only transaction. (A write
+    # session already holds SQLite's write lock: a second writer here would wait on it.)
+    async with hub.db.transaction() as session:
+        await session.execute(
+            update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow())
+        )
+
+
+async def _load_owner(session: AsyncSession, token: ApiToken) -> Principal:
+    if token.user_id is not None:
+        user = await session.get(User, token.user_id)
+        if user is None or not user.is_active:
+            raise Unauthorized("User is deactivated")
+        return Principal(token=token, user=user)
+    agent = await session.get(Agent, token.agent_id) if token.agent_id else None
+    if agent is None or not agent.is_active:
+        raise Unauthorized("Agent is deactivated")
+    return Principal(token=token, agent=agent)
+
+
+async def get_principal(
+    hub: HubDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise Unauthorized("Missing bearer token")
+    return await authenticate(hub, session, credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_current_user(principal: CurrentPrincipal) -> User:
+    if principal.user is None:
+        raise Forbidden("This endpoint is for users, not agents")
+    return principal.user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("Admin role required")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin_user)]

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, Float, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from agenthub.ids import new_id
+from agenthub.models.base import Base, utcnow
+
+
+class Agent(Base):
+    """An external AI service the hub delivers conversations to."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True, default=lambda: new_id("agt"))
+    name: Mapped[str] = mapped_column(String(200))
+    webhook_url: Mapped[str] = mapped_column(String(2048))
+    # The `whsec_…` signing key, encrypted with the hub's secret key.
+    webhook_secret_encrypted: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    buffer_time_seconds: Mapped[float] = mapped_column(Float, default=3.0)
+    max_buffer_seconds: Mapped[float] = mapped_column(Float, default=30.0)
+    history_msg_count: Mapped[int] = mapped_column(Integer, default=40)
+    recent_msg_window_minutes: Mapped[int] = mapped_column(Integer, default=1440)
+    activate_for_new_conversation: Mapped[bool] = mapped_column(Boolean, default=True)
+    timeout_seconds: Mapped[float] = mapped_column(Float, default=10.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,75 @@
+"""Settings from `AGENTHUB_*` environment variables and a `.env` file."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTHUB_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = "sqlite:///./agent_hub.db"
+    redis_url: str | None = None
+    public_url: str | None = Field(
+        default=None, description="URL platforms reach the hub at; defaults to http://<host>:<port>"
+    )
+    secret_key: SecretStr | None = None
+    allow_private_agent_urls: bool | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    user_token_ttl_hours: int = Field(default=24 * 7, ge=1)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    db_pool_size: int = Field(default=10, ge=1)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def private_agent_urls_allowed(self) -> bool:
+        if self.allow_private_agent_urls is None:
+            return self.is_sqlite
+        return self.allow_private_agent_urls
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def resolved_secret_key(self) -> str:
+        """The key that encrypts credentials at rest.
+
+        Without `AGENTHUB_SECRET_KEY`, a key is generated once and kept beside the SQLite file
+        (mode 0600), so a laptop install needs no setup and survives restarts.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        key_file = self._secret_key_file()
+        if key_file.exists():
+            return key_file.read_text().strip()
+        key = secrets.token_urlsafe(32)
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.write_text(key)
+        return key
+
+    def _secret_key_file(self) -> Path:
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "sqlite":
+            raise RuntimeError("AGENTHUB_SECRET_KEY must be set when the database is not SQLite")
+        database = url.database
+        if not database or database == ":memory:":
+            return Path(".agenthub-secret-key")
+        return Path(f"{database}.secret-key")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

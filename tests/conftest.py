@@ -1,0 +1,153 @@
+"""Fixtures: the app on a real database (SQLite file and PostgreSQL), clients and callers.
+
+Test modules mark themselves `pytestmark = pytest.mark.anyio` (a marker added later, at
+collection, is too late for the parametrized database fixture). Every test that uses `client` runs twice: once on SQLite, once on PostgreSQL. The schema comes
+from the Alembic migrations (so they are tested too); tables are emptied between tests.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import httpx2
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from agenthub.app import create_app
+from agenthub.hub import Hub
+from agenthub.migrate import upgrade_database
+from agenthub.models import ApiToken, Base, ChannelMember, Role, User
+from agenthub.security import hash_token, new_token
+from agenthub.settings import Settings
+from tests.services import POSTGRES_ADMIN_URL, require_postgres
+
+TEST_SECRET_KEY = "test-secret-key-not-for-production"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'hub.db'}"
+        upgrade_database(url)
+        yield url
+        return
+    require_postgres()
+    with _scratch_postgres_database() as url:
+        upgrade_database(url)
+        yield url
+
+
+class _scratch_postgres_database:
+    """A fresh database on the real server, dropped afterwards."""
+
+    def __enter__(self) -> str:
+        self.name = f"agenthub_test_{uuid.uuid4().hex[:12]}"
+        self.admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        return make_url(POSTGRES_ADMIN_URL).set(database=self.name).render_as_string(hide_password=False)
+
+    def __exit__(self, *exc: object) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        secret_key=TEST_SECRET_KEY,
+        public_url="http://hub.test",
+        # Agents in tests are loopback servers; tests/test_ssrf.py checks the guard itself.
+        allow_private_agent_urls=True,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+async def app_and_hub(settings: Settings) -> AsyncIterator[tuple[object, Hub]]:
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        hub: Hub = app.state.hub
+        try:
+            yield manager.app, hub
+        finally:
+            await _empty_tables(hub)
+
+
+async def _empty_tables(hub: Hub) -> None:
+    async with hub.db.transaction() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            await session.execute(table.delete())
+
+
+@pytest.fixture
+def hub(app_and_hub: tuple[object, Hub]) -> Hub:
+    return app_and_hub[1]
+
+
+@pytest.fixture
+async def client(app_and_hub: tuple[object, Hub]) -> AsyncIterator[httpx2.AsyncClient]:
+    app, _ = app_and_hub
+    transport = httpx2.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx2.AsyncClient(transport=transport, base_url="http://hub.test") as http:
+        yield http
+
+
+@dataclass
+class Caller:
+    """A user or agent with a bearer token, for building requests."""
+
+    id: str
+    token: str
+    token_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_user(hub: Hub):  # type: ignore[no-untyped-def]
+    """Create a user with a live token directly in the database (no argon2 cost per test)."""
+
+    async def make(
+        role: Role = Role.MEMBER,
+        *,
+        active: bool = True,
+        channels: tuple[str, ...] = (),
+        username: str | None = None,
+    ) -> Caller:
+        raw = new_token()
+        async with hub.db.transaction() as session:
+            user = User(
+                username=username or f"u{uuid.uuid4().hex[:10]}",
+                password_hash="!unusable",
+                role=role,
+                is_active=active,
+            )
+            session.add(user)
+            await session.flush()
+            token = ApiToken(token_hash=hash_token(raw), user_id=user.id, name="test")
+            session.add(token)
+            session.add_all(ChannelMember(channel_id=c, user_id=user.id) for c in channels)
+            await session.flush()
+            return Caller(id=user.id, token=raw, token_id=token.id)
+
+    return make
+
+
+@pytest.fixture
+async def admin(make_user) -> Caller:  # type: ignore[no-untyped-def]
+    caller: Caller = await make_user(Role.ADMIN, username="admin")
+    return caller
