@@ -61,7 +61,7 @@ async def make_chat(
         session.add(chat)
         await session.flush()
         for n in range(messages):
-            add_message(
+            await add_message(
                 session,
                 chat,
                 content=f"message {n}",

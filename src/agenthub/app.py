@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = Hub.from_settings(settings)
         app.state.hub = hub
+        await start_runtime(hub)
         try:
             yield
         finally:
@@ -39,14 +40,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+async def start_runtime(hub: Hub) -> None:
+    """Default mode: events and jobs in this process, resuming whatever a previous run left."""
+    from agenthub.delivery.engine import release_leases, run_due_work
+    from agenthub.runtime.jobs import InProcessJobRunner
+
+    await hub.events.start()
+    await release_leases(hub)
+    hub.jobs = InProcessJobRunner(
+        lambda now: run_due_work(hub, now), sweep_seconds=hub.settings.job_sweep_seconds
+    )
+    await hub.jobs.start()
+
+
 def _include_routers(app: FastAPI) -> None:
     from agenthub.agents.router import router as agents_router
     from agenthub.auth.router import router as auth_router
     from agenthub.channels.router import router as channels_router
     from agenthub.chats.router import router as chats_router
+    from agenthub.realtime.router import router as realtime_router
+    from agenthub.webhooks.router import router as webhooks_router
 
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(agents_router)
     app.include_router(channels_router)
     app.include_router(chats_router)
+    app.include_router(webhooks_router)
+    app.include_router(realtime_router)

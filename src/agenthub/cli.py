@@ -83,14 +83,14 @@ def serve(
     os.environ["AGENTHUB_HOST"] = settings.host
     os.environ["AGENTHUB_PORT"] = str(settings.port)
 
-    revision = _migrate(settings.database_url)
     # Create the generated secret key (SQLite installs) once, before any worker process races
-    # to; without SQLite this fails fast when AGENTHUB_SECRET_KEY is missing.
+    # to; without SQLite this fails fast, before migrating, when AGENTHUB_SECRET_KEY is missing.
     try:
         settings.resolved_secret_key()
     except RuntimeError as exc:
         typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
+    revision = _migrate(settings.database_url)
 
     listen_url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"Database   {_display_url(settings.database_url)} (schema {revision})")

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx2
 
 from agenthub.db import Database
+from agenthub.models import utcnow
+from agenthub.runtime.events import EventBus, InProcessEventBus
+from agenthub.runtime.jobs import JobRunner
 from agenthub.security import SecretBox
 from agenthub.settings import Settings
+
+
+class _NoJobs:
+    """Until a runner is attached (tests that call handlers directly): wake-ups go nowhere."""
+
+    def wake(self) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
 
 @dataclass
@@ -14,6 +36,11 @@ class Hub:
     settings: Settings
     db: Database
     secrets: SecretBox
+    http: httpx2.AsyncClient
+    events: EventBus
+    jobs: JobRunner = field(default_factory=_NoJobs)
+    clock: Callable[[], datetime] = utcnow
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Hub:
@@ -21,7 +48,27 @@ class Hub:
             settings=settings,
             db=Database(settings.database_url, settings.db_pool_size),
             secrets=SecretBox(settings.resolved_secret_key()),
+            # Agents and platforms get no redirects followed (a 3xx is a failure) and a
+            # connection pool shared by every delivery.
+            http=httpx2.AsyncClient(
+                follow_redirects=False,
+                limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
+            ),
+            events=InProcessEventBus(settings.events_buffer_size),
         )
 
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` in the background, tracked so shutdown can wait for it."""
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     async def close(self) -> None:
+        await self.jobs.stop()
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+        await self.events.stop()
+        await self.http.aclose()
         await self.db.dispose()

@@ -21,7 +21,8 @@ from agenthub.chats.schemas import (
     MessageOut,
     MessagePage,
 )
-from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, SessionDep
+from agenthub.delivery.events import chat_updated, publish_after_commit
+from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
 from agenthub.models import Chat
 
 router = APIRouter(tags=["chats"])
@@ -73,10 +74,12 @@ async def get_chat(chat: ReadableChat) -> object:
 
 @router.patch("/chats/{chat_id}", response_model=ChatOut)
 async def update_chat(
-    _: CurrentUser, chat: ReadableChat, data: ChatUpdate, session: SessionDep
+    _: CurrentUser, chat: ReadableChat, data: ChatUpdate, session: SessionDep, hub: HubDep
 ) -> object:
     """Assign the chat to a user (or `null` to unassign), rename it, or clear `needs_human`."""
-    return await service.update_chat(session, chat, data)
+    await service.update_chat(session, chat, data)
+    publish_after_commit(session, hub, chat_updated(chat))
+    return chat
 
 
 @router.delete("/chats/{chat_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -101,13 +104,17 @@ async def list_messages(
 
 @router.post("/chats/{chat_id}/messages", status_code=status.HTTP_201_CREATED, response_model=MessageOut)
 async def post_message(
-    chat: ReadableChat, data: MessageCreate, principal: CurrentPrincipal, session: SessionDep
+    chat: ReadableChat,
+    data: MessageCreate,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
 ) -> object:
     """Send a message to the contact: `USER` with a user's token, `AGENT` with an agent's.
 
     The message is stored `PENDING` and sent to the platform in the background.
     """
-    return await service.post_message(session, principal, chat, data)
+    return await service.post_message(session, hub, principal, chat, data)
 
 
 @router.get("/chats/{chat_id}/agents", response_model=list[ChatAgentOut])
@@ -118,19 +125,28 @@ async def list_chat_agents(chat: ReadableChat, session: SessionDep) -> object:
 
 @router.post("/chats/{chat_id}/agents", status_code=status.HTTP_201_CREATED, response_model=ChatAgentOut)
 async def link_agent(
-    _: CurrentUser, chat: ReadableChat, data: ChatAgentCreate, session: SessionDep
+    _: CurrentUser, chat: ReadableChat, data: ChatAgentCreate, session: SessionDep, hub: HubDep
 ) -> object:
     """Link an agent to this chat; it receives the contact's next messages."""
-    return await service.link_agent(session, chat, data.agent_id)
+    link = await service.link_agent(session, chat, data.agent_id)
+    publish_after_commit(session, hub, chat_updated(chat))
+    return link
 
 
 @router.patch("/chats/{chat_id}/agents/{agent_id}", response_model=ChatAgentOut)
 async def update_chat_agent(
-    agent_id: str, _: CurrentUser, chat: ReadableChat, data: ChatAgentUpdate, session: SessionDep
+    agent_id: str,
+    _: CurrentUser,
+    chat: ReadableChat,
+    data: ChatAgentUpdate,
+    session: SessionDep,
+    hub: HubDep,
 ) -> object:
     """Pause (`active: false`) or resume an agent in this chat."""
     link = await service.get_link(session, chat, agent_id)
-    return await service.set_link_active(session, link, data.active)
+    await service.set_link_active(session, chat, link, data.active)
+    publish_after_commit(session, hub, chat_updated(chat))
+    return link
 
 
 @router.delete("/chats/{chat_id}/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)

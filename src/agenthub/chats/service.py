@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, func, nulls_last, or_, select
+from sqlalchemy import Select, func, nulls_last, or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.access import scope_chats
 from agenthub.chats.schemas import ChatUpdate, DeliveryAttemptOut, DeliveryOut, MessageCreate
 from agenthub.deps import Principal
 from agenthub.errors import BadRequest, Conflict, NotFound
+from agenthub.hub import Hub
 from agenthub.models import (
     Agent,
     AgentDelivery,
@@ -117,7 +119,7 @@ async def list_messages(
     return rows[:limit], len(rows) > limit
 
 
-def add_message(
+async def add_message(
     session: AsyncSession,
     chat: Chat,
     *,
@@ -128,33 +130,50 @@ def add_message(
     meta_data: dict[str, Any] | None = None,
     delivery_status: DeliveryStatus = DeliveryStatus.PENDING,
 ) -> Message:
-    """Append a message to the chat, next in its order, and refresh the chat's summary."""
-    chat.message_seq += 1
+    """Append a message to the chat, next in its order, and refresh the chat's summary.
+
+    The sequence number comes from one atomic `UPDATE … RETURNING`, so concurrent writers to
+    the same chat (webhooks, agents, operators) can never hand out the same position.
+    """
+    now = utcnow()
+    summary = {
+        "last_message": content[:PREVIEW_CHARS],
+        "last_message_ts": now,
+        "last_sender_type": str(sender_type),
+    }
+    seq = await session.scalar(
+        update(Chat)
+        .where(Chat.id == chat.id)
+        .values(message_seq=Chat.message_seq + 1, **summary)
+        .returning(Chat.message_seq)
+    )
+    assert seq is not None
+    for key, value in {"message_seq": seq, **summary}.items():
+        set_committed_value(chat, key, value)
     message = Message(
         chat_id=chat.id,
         channel_id=chat.channel_id,
-        seq=chat.message_seq,
+        seq=seq,
         content=content,
         sender_type=sender_type,
         sender_id=sender_id,
         external_id=external_id,
         delivery_status=delivery_status,
-        timestamp=utcnow(),
+        timestamp=now,
         meta_data=meta_data or {},
     )
     session.add(message)
-    chat.last_message = content[:PREVIEW_CHARS]
-    chat.last_message_ts = message.timestamp
-    chat.last_sender_type = sender_type
     return message
 
 
 async def post_message(
-    session: AsyncSession, principal: Principal, chat: Chat, data: MessageCreate
+    session: AsyncSession, hub: Hub, principal: Principal, chat: Chat, data: MessageCreate
 ) -> Message:
     """A USER or AGENT message, queued (PENDING) for the platform."""
+    from agenthub.delivery.outbound import queue_outbound
+
     sender_type = SenderType.AGENT if principal.agent is not None else SenderType.USER
-    message = add_message(
+    message = await add_message(
         session,
         chat,
         content=data.content,
@@ -162,7 +181,7 @@ async def post_message(
         sender_id=principal.id,
         meta_data=data.meta_data,
     )
-    await session.flush()
+    await queue_outbound(session, hub, message)
     return message
 
 
@@ -181,7 +200,8 @@ async def link_agent(session: AsyncSession, chat: Chat, agent_id: str) -> ChatAg
     )
     if existing is not None:
         raise Conflict("Agent is already linked to this chat")
-    link = ChatAgentLink(chat_id=chat.id, agent_id=agent_id, active=True)
+    # A newly linked agent starts with the next contact message (the history comes with it).
+    link = ChatAgentLink(chat_id=chat.id, agent_id=agent_id, active=True, delivered_seq=chat.message_seq)
     session.add(link)
     await session.flush()
     return link
@@ -198,8 +218,12 @@ async def get_link(session: AsyncSession, chat: Chat, agent_id: str) -> ChatAgen
     return link
 
 
-async def set_link_active(session: AsyncSession, link: ChatAgentLink, active: bool) -> ChatAgentLink:
+async def set_link_active(session: AsyncSession, chat: Chat, link: ChatAgentLink, active: bool) -> ChatAgentLink:
+    if active and not link.active:
+        # A paused agent does not get what was said while it was paused: it resumes from now.
+        link.delivered_seq = chat.message_seq
     link.active = active
+    link.waiting_since = link.last_arrival_at = link.due_at = None
     await session.flush()
     return link
 

@@ -4,7 +4,13 @@ from agenthub.models.agent import Agent
 from agenthub.models.base import Base, utcnow
 from agenthub.models.channel import Channel, Platform
 from agenthub.models.chat import Chat, ChatAgentLink
-from agenthub.models.delivery import AgentDelivery, AgentDeliveryStatus, DeliveryAttempt
+from agenthub.models.delivery import (
+    AgentDelivery,
+    AgentDeliveryStatus,
+    DeliveryAttempt,
+    OutboundSend,
+    OutboundStatus,
+)
 from agenthub.models.message import DeliveryRank, DeliveryStatus, Message, SenderType
 from agenthub.models.token import ApiToken
 from agenthub.models.user import ChannelMember, Role, User
@@ -23,6 +29,8 @@ __all__ = [
     "DeliveryRank",
     "DeliveryStatus",
     "Message",
+    "OutboundSend",
+    "OutboundStatus",
     "Platform",
     "Role",
     "SenderType",

@@ -35,13 +35,27 @@ class Chat(Base):
 
 
 class ChatAgentLink(Base):
-    """An agent taking part in a chat; `active=False` pauses deliveries to it."""
+    """An agent taking part in a chat; `active=False` pauses deliveries to it.
+
+    It also holds the agent's buffer for the chat: contact messages after `delivered_seq` wait
+    here until `due_at` (the debounce of contract §5), then become one `AgentDelivery`.
+    """
 
     __tablename__ = "chat_agents"
-    __table_args__ = (UniqueConstraint("chat_id", "agent_id"),)
+    __table_args__ = (
+        UniqueConstraint("chat_id", "agent_id"),
+        Index("ix_chat_agents_due_at", "due_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True, default=lambda: new_id("cag"))
     chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"))
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Highest chat message seq already handed to a delivery for this agent.
+    delivered_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Arrival of the oldest and of the newest contact message waiting in the buffer.
+    waiting_since: Mapped[datetime | None]
+    last_arrival_at: Mapped[datetime | None]
+    # When the waiting messages become a delivery (None: nothing waiting).
+    due_at: Mapped[datetime | None]

@@ -26,13 +26,16 @@ class DeliveryStatus(StrEnum):
 
 
 class DeliveryRank(IntEnum):
-    """Statuses only move forward: a late `SENT` callback never overwrites `READ`."""
+    """Statuses only move forward: a late `SENT` callback never overwrites `READ`.
+
+    FAILED ranks with DELIVERED: a send can fail after SENT, but not after it was delivered.
+    """
 
     PENDING = 0
     SENT = 1
     DELIVERED = 2
+    FAILED = 2
     READ = 3
-    FAILED = 4
 
 
 class Message(Base):

@@ -1,0 +1,74 @@
+"""Dashboard events (contract §7) and the after-commit plumbing that raises them.
+
+Events and wake-ups raised inside a transaction go out only once it commits (see `uow`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agenthub.chats.schemas import ChatOut, MessageOut
+from agenthub.hub import Hub
+from agenthub.models import AgentDelivery, Chat, Message
+from agenthub.uow import after_commit, commit
+
+PREVIEW_CHARS = 100
+
+
+def new_message(message: Message) -> dict[str, Any]:
+    body = MessageOut.model_validate(message).model_dump(mode="json")
+    return {
+        "type": "new_message",
+        "channel_id": message.channel_id,
+        "chat_id": message.chat_id,
+        "message_id": message.id,
+        "sender_type": body["sender_type"],
+        "preview": message.content[:PREVIEW_CHARS],
+        "timestamp": body["timestamp"],
+        "message": body,
+    }
+
+
+def message_status(message: Message) -> dict[str, Any]:
+    return {
+        "type": "message_status",
+        "channel_id": message.channel_id,
+        "chat_id": message.chat_id,
+        "message_id": message.id,
+        "delivery_status": str(message.delivery_status),
+    }
+
+
+def chat_updated(chat: Chat) -> dict[str, Any]:
+    return {
+        "type": "chat_updated",
+        "channel_id": chat.channel_id,
+        "chat_id": chat.id,
+        "chat": ChatOut.model_validate(chat).model_dump(mode="json"),
+    }
+
+
+def delivery_failed(chat: Chat, delivery: AgentDelivery) -> dict[str, Any]:
+    return {
+        "type": "agent_delivery_failed",
+        "channel_id": chat.channel_id,
+        "chat_id": chat.id,
+        "agent_id": delivery.agent_id,
+        "delivery_id": delivery.id,
+        "error": delivery.last_error,
+    }
+
+
+def publish_after_commit(session: AsyncSession, hub: Hub, event: dict[str, Any]) -> None:
+    after_commit(session, lambda: hub.events.publish(event))
+
+
+def wake_after_commit(session: AsyncSession, hub: Hub) -> None:
+    after_commit(session, hub.jobs.wake)
+
+
+async def commit_and_flush(session: AsyncSession, hub: Hub) -> None:
+    """Commit the job's transaction, then send the events and wake-ups it raised."""
+    await commit(session)

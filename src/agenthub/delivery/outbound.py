@@ -1,0 +1,159 @@
+"""Hub → contact: USER and AGENT messages go to the platform from an outbox (contract §6)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agenthub.delivery import events
+from agenthub.delivery.timing import backoff_delay
+from agenthub.hub import Hub
+from agenthub.models import (
+    Channel,
+    Chat,
+    DeliveryRank,
+    DeliveryStatus,
+    Message,
+    OutboundSend,
+    OutboundStatus,
+)
+from agenthub.platforms import SendError, get_adapter
+from agenthub.platforms.base import OutboundContext
+from agenthub.uow import commit
+
+log = logging.getLogger(__name__)
+SEND_LEASE = timedelta(seconds=60)
+
+
+async def queue_outbound(session: AsyncSession, hub: Hub, message: Message) -> None:
+    """Record the message for sending (same transaction), announce it, wake the sender."""
+    await session.flush()
+    session.add(OutboundSend(message_id=message.id, next_attempt_at=hub.clock()))
+    events.publish_after_commit(session, hub, events.new_message(message))
+    events.wake_after_commit(session, hub)
+
+
+@dataclass(frozen=True)
+class ClaimedSend:
+    message_id: str
+    attempt_number: int
+
+
+async def claim_due_sends(session: AsyncSession, now: datetime, limit: int = 50) -> list[ClaimedSend]:
+    rows = await session.scalars(
+        select(OutboundSend)
+        .where(
+            OutboundSend.status == OutboundStatus.PENDING,
+            OutboundSend.next_attempt_at <= now,
+            or_(OutboundSend.locked_until.is_(None), OutboundSend.locked_until <= now),
+        )
+        .order_by(OutboundSend.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = []
+    for send in rows.all():
+        send.attempt_count += 1
+        send.locked_until = now + SEND_LEASE
+        claimed.append(ClaimedSend(send.message_id, send.attempt_count))
+    return claimed
+
+
+async def send_one(hub: Hub, claim: ClaimedSend) -> None:
+    async with hub.db.session(read_only=True) as session:
+        context = await _context(session, hub, claim.message_id)
+    if context is None:
+        return
+    error: SendError | None = None
+    external_id: str | None = None
+    try:
+        external_id = await get_adapter(context.channel.platform).send(hub.http, context)
+    except SendError as exc:
+        error = exc
+    except Exception as exc:  # a bug or an unexpected answer must not lose the message
+        log.exception("sending %s failed", claim.message_id)
+        error = SendError(f"{type(exc).__name__}: {exc}", transient=True)
+    async with hub.db.session() as session:
+        await _record(session, hub, claim, external_id, error)
+        await commit(session)
+
+
+async def _context(session: AsyncSession, hub: Hub, message_id: str) -> OutboundContext | None:
+    row = (
+        await session.execute(
+            select(Message, Chat, Channel)
+            .join(Chat, Chat.id == Message.chat_id)
+            .join(Channel, Channel.id == Message.channel_id)
+            .where(Message.id == message_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    message, chat, channel = row
+    return OutboundContext(
+        message=message,
+        chat=chat,
+        channel=channel,
+        credentials=hub.secrets.decrypt_json(channel.credentials_encrypted),
+        public_url=hub.settings.effective_public_url,
+    )
+
+
+async def _record(
+    session: AsyncSession, hub: Hub, claim: ClaimedSend, external_id: str | None, error: SendError | None
+) -> None:
+    send = await session.get(OutboundSend, claim.message_id, with_for_update=True)
+    message = await session.get(Message, claim.message_id)
+    if send is None or message is None or send.attempt_count != claim.attempt_number:
+        return
+    send.locked_until = None
+    now = hub.clock()
+    if error is None:
+        send.status = OutboundStatus.SENT
+        message.external_id = external_id or message.external_id
+        await _advance(session, hub, message, DeliveryStatus.SENT)
+        return
+    send.last_error = str(error)
+    if error.transient and send.attempt_count < hub.settings.outbound_max_attempts:
+        send.next_attempt_at = now + backoff_delay(send.attempt_count, hub.settings.delivery_backoff_base_seconds)
+        events.wake_after_commit(session, hub)
+        return
+    send.status = OutboundStatus.FAILED
+    message.meta_data = {**message.meta_data, "error": error.as_dict()}
+    await _advance(session, hub, message, DeliveryStatus.FAILED)
+
+
+async def _advance(session: AsyncSession, hub: Hub, message: Message, status: DeliveryStatus) -> bool:
+    """Move a message's status forward only (a late SENT never overwrites READ)."""
+    if DeliveryRank[status] <= DeliveryRank[message.delivery_status]:
+        return False
+    message.delivery_status = status
+    await session.flush()
+    events.publish_after_commit(session, hub, events.message_status(message))
+    return True
+
+
+async def apply_status(
+    session: AsyncSession, hub: Hub, channel_id: str, external_id: str, status: DeliveryStatus, error: dict | None
+) -> bool:
+    """A platform's status callback for one of our sent messages."""
+    message = await session.scalar(
+        select(Message).where(Message.channel_id == channel_id, Message.external_id == external_id).with_for_update()
+    )
+    if message is None:
+        return False
+    if error and status == DeliveryStatus.FAILED:
+        message.meta_data = {**message.meta_data, "error": error}
+    return await _advance(session, hub, message, status)
+
+
+async def next_send_time(session: AsyncSession) -> datetime | None:
+    return await session.scalar(
+        select(func.min(func.coalesce(OutboundSend.locked_until, OutboundSend.next_attempt_at))).where(
+            OutboundSend.status == OutboundStatus.PENDING
+        )
+    )

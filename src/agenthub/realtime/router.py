@@ -1,0 +1,104 @@
+"""`GET /ws?token=…[&last_event_id=N]`: live events for operators' dashboards (contract §7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
+from sqlalchemy import select
+
+from agenthub.deps import Principal, authenticate
+from agenthub.errors import Unauthorized
+from agenthub.hub import Hub
+from agenthub.models import ChannelMember
+
+router = APIRouter()
+
+
+class _Visibility:
+    """Which channels' events this socket gets: what the user may read, narrowed by `subscribe`."""
+
+    def __init__(self, readable: set[str] | None) -> None:
+        self.readable = readable  # None: every channel (admin)
+        self.subscribed: set[str] | None = None
+
+    def allows(self, channel_id: str | None) -> bool:
+        if channel_id is None:
+            return False
+        if self.readable is not None and channel_id not in self.readable:
+            return False
+        return self.subscribed is None or channel_id in self.subscribed
+
+
+async def _principal(hub: Hub, token: str | None) -> Principal | None:
+    if not token:
+        return None
+    async with hub.db.session(read_only=True) as session:
+        try:
+            principal = await authenticate(hub, session, token)
+        except Unauthorized:
+            return None
+        return principal if principal.user is not None else None
+
+
+async def _readable_channels(hub: Hub, principal: Principal) -> set[str] | None:
+    if principal.is_admin:
+        return None
+    async with hub.db.session(read_only=True) as session:
+        ids = await session.scalars(
+            select(ChannelMember.channel_id).where(ChannelMember.user_id == principal.id)
+        )
+        return set(ids)
+
+
+@router.websocket("/ws")
+async def websocket_events(
+    websocket: WebSocket, token: str | None = None, last_event_id: int | None = None
+) -> None:
+    hub: Hub = websocket.app.state.hub
+    principal = await _principal(hub, token)
+    if principal is None:
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
+        return
+    visibility = _Visibility(await _readable_channels(hub, principal))
+    await websocket.accept()
+    async with hub.events.subscribe(last_event_id) as stream:
+        sender = asyncio.create_task(_forward(websocket, stream, visibility))
+        try:
+            await _read_commands(websocket, visibility)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+
+async def _forward(websocket: WebSocket, stream: Any, visibility: _Visibility) -> None:
+    async for event in stream:
+        if visibility.allows(event.get("channel_id")):
+            await websocket.send_text(json.dumps(event, default=str))
+    # The bus cut this subscriber off (it fell too far behind): the client reconnects.
+    await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
+
+
+async def _read_commands(websocket: WebSocket, visibility: _Visibility) -> None:
+    while True:
+        try:
+            raw = await websocket.receive_text()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        try:
+            command = json.loads(raw)
+        except ValueError:
+            command = None
+        if not isinstance(command, dict):
+            await websocket.send_json({"type": "error", "detail": "send a JSON object"})
+        elif command.get("type") == "ping":
+            await websocket.send_json({"type": "pong"})
+        elif command.get("type") == "subscribe" and isinstance(command.get("channel_ids"), list):
+            visibility.subscribed = {str(c) for c in command["channel_ids"]}
+            await websocket.send_json({"type": "subscribed", "channel_ids": sorted(visibility.subscribed)})
+        else:
+            await websocket.send_json({"type": "error", "detail": "unknown command"})
