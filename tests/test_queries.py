@@ -81,7 +81,7 @@ async def _big_world(hub: Hub) -> dict[str, str]:
         await session.flush()
         chat = chats[0]
         for n in range(ROWS + 1):
-            add_message(
+            await add_message(
                 session,
                 chat,
                 content=f"m{n}",

@@ -14,7 +14,7 @@ from agenthub.errors import Forbidden, NotFound
 from agenthub.models import Channel, ChannelMember, Chat, ChatAgentLink
 
 
-def readable_channel_ids(principal: Principal) -> Select[tuple[str]] | None:
+def readable_channel_ids(principal: Principal) -> Select[str] | None:
     """Subquery of channel ids the caller may read; None means "all" (admin)."""
     if principal.is_admin:
         return None
@@ -23,18 +23,18 @@ def readable_channel_ids(principal: Principal) -> Select[tuple[str]] | None:
     return select(Chat.channel_id).where(Chat.id.in_(_agent_chat_ids(principal)))
 
 
-def _agent_chat_ids(principal: Principal) -> Select[tuple[str]]:
+def _agent_chat_ids(principal: Principal) -> Select[str]:
     return select(ChatAgentLink.chat_id).where(
         ChatAgentLink.agent_id == principal.id, ChatAgentLink.active.is_(True)
     )
 
 
-def scope_channels(query: Select[tuple[Channel]], principal: Principal) -> Select[tuple[Channel]]:
+def scope_channels(query: Select[Channel], principal: Principal) -> Select[Channel]:
     ids = readable_channel_ids(principal)
     return query if ids is None else query.where(Channel.id.in_(ids))
 
 
-def scope_chats(query: Select[tuple[Chat]], principal: Principal) -> Select[tuple[Chat]]:
+def scope_chats(query: Select[Chat], principal: Principal) -> Select[Chat]:
     if principal.is_admin:
         return query
     if principal.agent is not None:
@@ -44,8 +44,12 @@ def scope_chats(query: Select[tuple[Chat]], principal: Principal) -> Select[tupl
     return query.where(Chat.channel_id.in_(ids))
 
 
-async def get_readable_channel(session: AsyncSession, principal: Principal, channel_id: str) -> Channel:
-    channel = await session.scalar(scope_channels(select(Channel), principal).where(Channel.id == channel_id))
+async def get_readable_channel(
+    session: AsyncSession, principal: Principal, channel_id: str
+) -> Channel:
+    channel = await session.scalar(
+        scope_channels(select(Channel), principal).where(Channel.id == channel_id)
+    )
     if channel is None:
         raise NotFound("Channel not found")
     return channel

@@ -50,7 +50,9 @@ async def get_session(request: Request, hub: HubDep) -> AsyncIterator[AsyncSessi
 # scope="function": commit before the response goes out, so a failed commit is never a 200.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
-_bearer = HTTPBearer(auto_error=False, description="A user token from /auth/login or an agent token")
+_bearer = HTTPBearer(
+    auto_error=False, description="A user token from /auth/login or an agent token"
+)
 
 
 @dataclass(frozen=True)

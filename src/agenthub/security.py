@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from pwdlib import PasswordHash
 
 _password_hash = PasswordHash.recommended()
-TOKEN_PREFIX = "ah_"
+TOKEN_PREFIX = "ah_"  # noqa: S105 - a marker, not a secret
 
 
 async def hash_password(password: str) -> str:
@@ -57,7 +57,9 @@ class SecretBox:
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken as exc:
-            raise RuntimeError("cannot decrypt a stored secret: was AGENTHUB_SECRET_KEY changed?") from exc
+            raise RuntimeError(
+                "cannot decrypt a stored secret: was AGENTHUB_SECRET_KEY changed?"
+            ) from exc
 
     def encrypt_json(self, value: dict[str, Any]) -> str:
         return self.encrypt(json.dumps(value, separators=(",", ":")))

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     user_token_ttl_hours: int = Field(default=24 * 7, ge=1)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     db_pool_size: int = Field(default=10, ge=1)
-    # Agent deliveries: attempts in all, and the first retry delay (then ×3 per attempt).
+    # Agent deliveries: attempts in all, and the first retry delay (then x3 per attempt).
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)
     delivery_backoff_base_seconds: float = Field(default=2.0, ge=0)
     outbound_max_attempts: int = Field(default=5, ge=1, le=50)

@@ -21,17 +21,25 @@ router = APIRouter(prefix="/auth/agents", tags=["agents"])
 
 
 @router.get("", response_model=list[AgentOut])
-async def list_agents(_: AdminUser, session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> object:
+async def list_agents(
+    _: AdminUser, session: SessionDep, limit: Limit = 50, offset: Offset = 0
+) -> object:
     """All agents, oldest first."""
     return await service.list_agents(session, limit, offset)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AgentCreated)
-async def create_agent(data: AgentCreate, _: AdminUser, session: SessionDep, hub: HubDep) -> AgentCreated:
-    """Register an agent. The answer carries its API `token` and `webhook_secret` — only this once."""
+async def create_agent(
+    data: AgentCreate, _: AdminUser, session: SessionDep, hub: HubDep
+) -> AgentCreated:
+    """Register an agent. The answer carries its API `token` and `webhook_secret`, once."""
     agent, token, webhook_secret = await service.create_agent(session, hub, data)
     return AgentCreated.model_validate(
-        {**AgentOut.model_validate(agent).model_dump(), "token": token, "webhook_secret": webhook_secret}
+        {
+            **AgentOut.model_validate(agent).model_dump(),
+            "token": token,
+            "webhook_secret": webhook_secret,
+        }
     )
 
 
@@ -46,7 +54,9 @@ async def update_agent(
     agent_id: str, data: AgentUpdate, _: AdminUser, session: SessionDep, hub: HubDep
 ) -> object:
     """Change an agent. `is_active: false` cuts off its tokens and deliveries at once."""
-    return await service.update_agent(session, hub, await service.get_agent(session, agent_id), data)
+    return await service.update_agent(
+        session, hub, await service.get_agent(session, agent_id), data
+    )
 
 
 @router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -62,7 +72,9 @@ async def create_token(
     """A new API token for the agent (shown once)."""
     agent = await service.get_agent(session, agent_id)
     raw, token = await service.create_token(session, agent, data or TokenCreate())
-    return TokenCreated.model_validate({**TokenOut.model_validate(token).model_dump(), "token": raw})
+    return TokenCreated.model_validate(
+        {**TokenOut.model_validate(token).model_dump(), "token": raw}
+    )
 
 
 @router.get("/{agent_id}/tokens", response_model=list[TokenOut])

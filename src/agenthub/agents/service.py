@@ -15,10 +15,14 @@ from agenthub.netguard import ensure_public_url
 from agenthub.security import hash_token, new_token, new_webhook_secret
 
 
-async def create_agent(session: AsyncSession, hub: Hub, data: AgentCreate) -> tuple[Agent, str, str]:
+async def create_agent(
+    session: AsyncSession, hub: Hub, data: AgentCreate
+) -> tuple[Agent, str, str]:
     """Returns the agent, its first API token and its webhook secret (both shown once)."""
     values = data.model_dump(mode="json")
-    await ensure_public_url(values["webhook_url"], allow_private=hub.settings.private_agent_urls_allowed)
+    await ensure_public_url(
+        values["webhook_url"], allow_private=hub.settings.private_agent_urls_allowed
+    )
     webhook_secret = new_webhook_secret()
     agent = Agent(**values, webhook_secret_encrypted=hub.secrets.encrypt(webhook_secret))
     session.add(agent)
@@ -40,7 +44,9 @@ async def get_agent(session: AsyncSession, agent_id: str) -> Agent:
 
 
 async def update_agent(session: AsyncSession, hub: Hub, agent: Agent, data: AgentUpdate) -> Agent:
-    changes = {k: v for k, v in data.model_dump(mode="json", exclude_unset=True).items() if v is not None}
+    changes = {
+        k: v for k, v in data.model_dump(mode="json", exclude_unset=True).items() if v is not None
+    }
     if "webhook_url" in changes:
         await ensure_public_url(
             changes["webhook_url"], allow_private=hub.settings.private_agent_urls_allowed
@@ -56,10 +62,14 @@ async def delete_agent(session: AsyncSession, agent: Agent) -> None:
     await session.flush()
 
 
-async def create_token(session: AsyncSession, agent: Agent, data: TokenCreate) -> tuple[str, ApiToken]:
+async def create_token(
+    session: AsyncSession, agent: Agent, data: TokenCreate
+) -> tuple[str, ApiToken]:
     raw = new_token()
     expires_at = utcnow() + timedelta(days=data.expires_in_days) if data.expires_in_days else None
-    token = ApiToken(token_hash=hash_token(raw), agent_id=agent.id, name=data.name, expires_at=expires_at)
+    token = ApiToken(
+        token_hash=hash_token(raw), agent_id=agent.id, name=data.name, expires_at=expires_at
+    )
     session.add(token)
     await session.flush()
     return raw, token

@@ -29,7 +29,9 @@ async def login(data: LoginIn, session: SessionDep, hub: HubDep) -> LoginOut:
         session, data.username, data.password, hub.settings.user_token_ttl_hours
     )
     assert token.expires_at is not None
-    return LoginOut(access_token=raw, expires_at=token.expires_at, user=UserOut.model_validate(user))
+    return LoginOut(
+        access_token=raw, expires_at=token.expires_at, user=UserOut.model_validate(user)
+    )
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)

@@ -42,6 +42,6 @@ class LoginIn(Schema):
 
 class LoginOut(Out):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_at: datetime
     user: UserOut

@@ -11,7 +11,13 @@ from agenthub.auth.schemas import SignupIn, UserCreate, UserUpdate
 from agenthub.deps import Principal
 from agenthub.errors import Conflict, Forbidden, NotFound, Unauthorized
 from agenthub.models import ApiToken, Role, User, utcnow
-from agenthub.security import burn_password_time, hash_password, hash_token, new_token, verify_password
+from agenthub.security import (
+    burn_password_time,
+    hash_password,
+    hash_token,
+    new_token,
+    verify_password,
+)
 
 
 async def signup_first_admin(session: AsyncSession, data: SignupIn) -> User:
@@ -91,7 +97,9 @@ async def _ensure_another_admin(session: AsyncSession, user: User) -> None:
         raise Conflict("The last active admin cannot be removed, demoted or deactivated")
 
 
-async def login(session: AsyncSession, username: str, password: str, ttl_hours: int) -> tuple[str, ApiToken, User]:
+async def login(
+    session: AsyncSession, username: str, password: str, ttl_hours: int
+) -> tuple[str, ApiToken, User]:
     user = await session.scalar(select(User).where(User.username == username))
     if user is None:
         await burn_password_time(password)

@@ -35,7 +35,9 @@ class WhapiCredentials(Schema):
 
 
 class ApiCredentials(Schema):
-    secret: Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{32,100}$")] | None = None
+    secret: Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{32,100}$")] | None = (
+        None
+    )
 
 
 CREDENTIAL_SCHEMAS: dict[Platform, type[Schema]] = {
@@ -52,8 +54,12 @@ class ChannelConfig(Schema):
 
     model_config = {"extra": "allow"}
 
-    api_base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+$", max_length=2048)] | None = None
-    callback_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2048)] | None = None
+    api_base_url: (
+        Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+$", max_length=2048)] | None
+    ) = None
+    callback_url: (
+        Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2048)] | None
+    ) = None
 
 
 class ChannelCreate(Schema):
@@ -89,7 +95,9 @@ class ChannelOut(Out):
     id: str
     name: str
     platform: Platform
-    credentials: dict[str, Any] = Field(description="Masked: which keys are set, never their values")
+    credentials: dict[str, Any] = Field(
+        description="Masked: which keys are set, never their values"
+    )
     config: dict[str, Any]
     webhook_url: str
     is_active: bool
@@ -97,4 +105,5 @@ class ChannelOut(Out):
 
 
 class ChannelCreated(ChannelOut):
-    """For `api` channels without a given secret, `credentials.secret` shows the generated one once."""
+    """For an `api` channel created without a secret, `credentials.secret` shows the
+    generated one, this once."""

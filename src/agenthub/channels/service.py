@@ -19,7 +19,9 @@ from agenthub.security import new_webhook_secret
 MASK = "********"
 
 
-def to_out(hub: Hub, channel: Channel, shown_credentials: dict[str, Any] | None = None) -> ChannelOut:
+def to_out(
+    hub: Hub, channel: Channel, shown_credentials: dict[str, Any] | None = None
+) -> ChannelOut:
     stored = hub.secrets.decrypt_json(channel.credentials_encrypted)
     return ChannelOut(
         id=channel.id,

@@ -45,7 +45,9 @@ async def list_chats(
     offset: Offset = 0,
     assigned: bool | None = None,
     assigned_user_id: Annotated[str | None, Query(max_length=16)] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Search name and contact id")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Search name and contact id")
+    ] = None,
 ) -> ChatPage:
     """A channel's chats, newest activity first, with the total count for paging."""
     await get_readable_channel(session, principal, channel_id)
@@ -97,12 +99,12 @@ async def list_messages(
 ) -> MessagePage:
     """The chat's messages, newest first; page back with `before=<oldest id seen>`."""
     messages, has_more = await service.list_messages(session, chat, limit=limit, before=before)
-    return MessagePage(
-        messages=[MessageOut.model_validate(m) for m in messages], has_more=has_more
-    )
+    return MessagePage(messages=[MessageOut.model_validate(m) for m in messages], has_more=has_more)
 
 
-@router.post("/chats/{chat_id}/messages", status_code=status.HTTP_201_CREATED, response_model=MessageOut)
+@router.post(
+    "/chats/{chat_id}/messages", status_code=status.HTTP_201_CREATED, response_model=MessageOut
+)
 async def post_message(
     chat: ReadableChat,
     data: MessageCreate,
@@ -123,7 +125,9 @@ async def list_chat_agents(chat: ReadableChat, session: SessionDep) -> object:
     return await service.list_links(session, chat)
 
 
-@router.post("/chats/{chat_id}/agents", status_code=status.HTTP_201_CREATED, response_model=ChatAgentOut)
+@router.post(
+    "/chats/{chat_id}/agents", status_code=status.HTTP_201_CREATED, response_model=ChatAgentOut
+)
 async def link_agent(
     _: CurrentUser, chat: ReadableChat, data: ChatAgentCreate, session: SessionDep, hub: HubDep
 ) -> object:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Select, func, nulls_last, or_, select, update
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from agenthub.access import scope_chats
 from agenthub.chats.schemas import ChatUpdate, DeliveryAttemptOut, DeliveryOut, MessageCreate
@@ -71,9 +71,11 @@ async def list_chats(
         scope_chats(select(Chat), principal).where(Chat.channel_id == channel_id), **filters
     )
     total = await session.scalar(select(func.count()).select_from(base.subquery()))
-    page = base.order_by(
-        nulls_last(Chat.last_message_ts.desc()), Chat.created_at.desc(), Chat.id
-    ).limit(limit).offset(offset)
+    page = (
+        base.order_by(nulls_last(Chat.last_message_ts.desc()), Chat.created_at.desc(), Chat.id)
+        .limit(limit)
+        .offset(offset)
+    )
     return list(await session.scalars(page)), int(total or 0)
 
 
@@ -201,7 +203,9 @@ async def link_agent(session: AsyncSession, chat: Chat, agent_id: str) -> ChatAg
     if existing is not None:
         raise Conflict("Agent is already linked to this chat")
     # A newly linked agent starts with the next contact message (the history comes with it).
-    link = ChatAgentLink(chat_id=chat.id, agent_id=agent_id, active=True, delivered_seq=chat.message_seq)
+    link = ChatAgentLink(
+        chat_id=chat.id, agent_id=agent_id, active=True, delivered_seq=chat.message_seq
+    )
     session.add(link)
     await session.flush()
     return link
@@ -218,7 +222,9 @@ async def get_link(session: AsyncSession, chat: Chat, agent_id: str) -> ChatAgen
     return link
 
 
-async def set_link_active(session: AsyncSession, chat: Chat, link: ChatAgentLink, active: bool) -> ChatAgentLink:
+async def set_link_active(
+    session: AsyncSession, chat: Chat, link: ChatAgentLink, active: bool
+) -> ChatAgentLink:
     if active and not link.active:
         # A paused agent does not get what was said while it was paused: it resumes from now.
         link.delivered_seq = chat.message_seq

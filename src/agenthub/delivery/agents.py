@@ -47,7 +47,11 @@ async def buffer_contact_message(session: AsyncSession, chat: Chat, arrived_at: 
     rows = await session.execute(
         select(ChatAgentLink, Agent)
         .join(Agent, Agent.id == ChatAgentLink.agent_id)
-        .where(ChatAgentLink.chat_id == chat.id, ChatAgentLink.active.is_(True), Agent.is_active.is_(True))
+        .where(
+            ChatAgentLink.chat_id == chat.id,
+            ChatAgentLink.active.is_(True),
+            Agent.is_active.is_(True),
+        )
     )
     buffered = False
     for link, agent in rows.tuples():
@@ -126,7 +130,9 @@ class ClaimedAttempt:
     attempt_number: int
 
 
-async def claim_due_attempts(session: AsyncSession, now: datetime, limit: int = 50) -> list[ClaimedAttempt]:
+async def claim_due_attempts(
+    session: AsyncSession, now: datetime, limit: int = 50
+) -> list[ClaimedAttempt]:
     """Lease due deliveries for one attempt each; a crashed attempt's lease simply expires."""
     rows = await session.execute(
         select(AgentDelivery, Agent.timeout_seconds)
@@ -181,7 +187,9 @@ async def attempt_delivery(hub: Hub, claim: ClaimedAttempt) -> None:
 async def _post(hub: Hub, agent: Agent, body: bytes, delivery_id: str, secret: str) -> Outcome:
     started = time.perf_counter()
     try:
-        await ensure_public_url(agent.webhook_url, allow_private=hub.settings.private_agent_urls_allowed)
+        await ensure_public_url(
+            agent.webhook_url, allow_private=hub.settings.private_agent_urls_allowed
+        )
         response = await hub.http.post(
             agent.webhook_url,
             content=body,
@@ -199,15 +207,23 @@ async def _post(hub: Hub, agent: Agent, body: bytes, delivery_id: str, secret: s
             parsed = response.json()
         except ValueError:
             parsed = None
-    error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}: {response.text[:200]}"
-    return Outcome(response.status_code, latency, error, parsed, response.headers.get("retry-after"))
+    error = (
+        None
+        if 200 <= response.status_code < 300
+        else f"HTTP {response.status_code}: {response.text[:200]}"
+    )
+    return Outcome(
+        response.status_code, latency, error, parsed, response.headers.get("retry-after")
+    )
 
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-async def record_outcome(session: AsyncSession, hub: Hub, claim: ClaimedAttempt, outcome: Outcome) -> None:
+async def record_outcome(
+    session: AsyncSession, hub: Hub, claim: ClaimedAttempt, outcome: Outcome
+) -> None:
     delivery = await session.scalar(
         select(AgentDelivery).where(AgentDelivery.id == claim.delivery_id).with_for_update()
     )
@@ -237,13 +253,17 @@ async def record_outcome(session: AsyncSession, hub: Hub, claim: ClaimedAttempt,
     elif outcome.retryable and delivery.attempt_count < hub.settings.delivery_max_attempts:
         delivery.last_error = outcome.error
         delay = backoff_delay(delivery.attempt_count, hub.settings.delivery_backoff_base_seconds)
-        delivery.next_attempt_at = now + max(delay, retry_after_delay(outcome.retry_after, now) or delay)
+        delivery.next_attempt_at = now + max(
+            delay, retry_after_delay(outcome.retry_after, now) or delay
+        )
     else:
         await _give_up(session, hub, delivery, outcome.error or "failed", now)
     events.wake_after_commit(session, hub)
 
 
-async def _give_up(session: AsyncSession, hub: Hub, delivery: AgentDelivery, error: str, now: datetime) -> None:
+async def _give_up(
+    session: AsyncSession, hub: Hub, delivery: AgentDelivery, error: str, now: datetime
+) -> None:
     delivery.status = AgentDeliveryStatus.FAILED
     delivery.completed_at = now
     delivery.last_error = error
@@ -258,13 +278,14 @@ async def _give_up(session: AsyncSession, hub: Hub, delivery: AgentDelivery, err
 async def next_due_time(session: AsyncSession) -> datetime | None:
     """The earliest moment any buffer or delivery falls due (for the runner's sleep)."""
     buffered = await session.scalar(
-        select(func.min(ChatAgentLink.due_at)).where(ChatAgentLink.active.is_(True), ~_pending_delivery_exists())
+        select(func.min(ChatAgentLink.due_at)).where(
+            ChatAgentLink.active.is_(True), ~_pending_delivery_exists()
+        )
     )
     retry = await session.scalar(
-        select(func.min(func.coalesce(AgentDelivery.locked_until, AgentDelivery.next_attempt_at))).where(
-            AgentDelivery.status == AgentDeliveryStatus.PENDING
-        )
+        select(
+            func.min(func.coalesce(AgentDelivery.locked_until, AgentDelivery.next_attempt_at))
+        ).where(AgentDelivery.status == AgentDeliveryStatus.PENDING)
     )
     candidates = [t for t in (buffered, retry) if t is not None]
     return min(candidates) if candidates else None
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,7 +44,9 @@ class ClaimedSend:
     attempt_number: int
 
 
-async def claim_due_sends(session: AsyncSession, now: datetime, limit: int = 50) -> list[ClaimedSend]:
+async def claim_due_sends(
+    session: AsyncSession, now: datetime, limit: int = 50
+) -> list[ClaimedSend]:
     rows = await session.scalars(
         select(OutboundSend)
         .where(
@@ -104,7 +107,11 @@ async def _context(session: AsyncSession, hub: Hub, message_id: str) -> Outbound
 
 
 async def _record(
-    session: AsyncSession, hub: Hub, claim: ClaimedSend, external_id: str | None, error: SendError | None
+    session: AsyncSession,
+    hub: Hub,
+    claim: ClaimedSend,
+    external_id: str | None,
+    error: SendError | None,
 ) -> None:
     send = await session.get(OutboundSend, claim.message_id, with_for_update=True)
     message = await session.get(Message, claim.message_id)
@@ -119,7 +126,9 @@ async def _record(
         return
     send.last_error = str(error)
     if error.transient and send.attempt_count < hub.settings.outbound_max_attempts:
-        send.next_attempt_at = now + backoff_delay(send.attempt_count, hub.settings.delivery_backoff_base_seconds)
+        send.next_attempt_at = now + backoff_delay(
+            send.attempt_count, hub.settings.delivery_backoff_base_seconds
+        )
         events.wake_after_commit(session, hub)
         return
     send.status = OutboundStatus.FAILED
@@ -127,7 +136,9 @@ async def _record(
     await _advance(session, hub, message, DeliveryStatus.FAILED)
 
 
-async def _advance(session: AsyncSession, hub: Hub, message: Message, status: DeliveryStatus) -> bool:
+async def _advance(
+    session: AsyncSession, hub: Hub, message: Message, status: DeliveryStatus
+) -> bool:
     """Move a message's status forward only (a late SENT never overwrites READ)."""
     if DeliveryRank[status] <= DeliveryRank[message.delivery_status]:
         return False
@@ -138,11 +149,18 @@ async def _advance(session: AsyncSession, hub: Hub, message: Message, status: De
 
 
 async def apply_status(
-    session: AsyncSession, hub: Hub, channel_id: str, external_id: str, status: DeliveryStatus, error: dict | None
+    session: AsyncSession,
+    hub: Hub,
+    channel_id: str,
+    external_id: str,
+    status: DeliveryStatus,
+    error: dict[str, Any] | None,
 ) -> bool:
     """A platform's status callback for one of our sent messages."""
     message = await session.scalar(
-        select(Message).where(Message.channel_id == channel_id, Message.external_id == external_id).with_for_update()
+        select(Message)
+        .where(Message.channel_id == channel_id, Message.external_id == external_id)
+        .with_for_update()
     )
     if message is None:
         return False
@@ -153,7 +171,7 @@ async def apply_status(
 
 async def next_send_time(session: AsyncSession) -> datetime | None:
     return await session.scalar(
-        select(func.min(func.coalesce(OutboundSend.locked_until, OutboundSend.next_attempt_at))).where(
-            OutboundSend.status == OutboundStatus.PENDING
-        )
+        select(
+            func.min(func.coalesce(OutboundSend.locked_until, OutboundSend.next_attempt_at))
+        ).where(OutboundSend.status == OutboundStatus.PENDING)
     )

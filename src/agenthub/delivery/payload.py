@@ -34,7 +34,9 @@ def sign_headers(secret: str, webhook_id: str, body: bytes) -> dict[str, str]:
     }
 
 
-async def build_payload(session: AsyncSession, hub: Hub, delivery_id: str) -> PreparedDelivery | None:
+async def build_payload(
+    session: AsyncSession, hub: Hub, delivery_id: str
+) -> PreparedDelivery | None:
     row = (
         await session.execute(
             select(AgentDelivery, Agent, Chat, Channel)
@@ -81,7 +83,9 @@ async def _history(
     by_id = {m.id: m for m in recent}
     missing = [i for i in new_ids if i not in by_id]
     if missing:
-        by_id.update({m.id: m for m in await session.scalars(select(Message).where(Message.id.in_(missing)))})
+        by_id.update(
+            {m.id: m for m in await session.scalars(select(Message).where(Message.id.in_(missing)))}
+        )
     return sorted(by_id.values(), key=lambda m: m.seq)
 
 

@@ -26,7 +26,9 @@ def reply_texts(body: Any) -> list[str]:
     return [t[:MAX_CONTENT] for t in texts if isinstance(t, str) and t.strip()]
 
 
-async def apply_agent_reply(session: AsyncSession, hub: Hub, delivery: AgentDelivery, body: Any) -> None:
+async def apply_agent_reply(
+    session: AsyncSession, hub: Hub, delivery: AgentDelivery, body: Any
+) -> None:
     from agenthub.chats.service import add_message
 
     texts = reply_texts(body)
@@ -50,7 +52,9 @@ async def _hand_off(session: AsyncSession, chat: Chat, agent_id: str) -> None:
     """The agent steps back: a human is needed and this agent stops receiving the chat."""
     chat.needs_human = True
     link = await session.scalar(
-        select(ChatAgentLink).where(ChatAgentLink.chat_id == chat.id, ChatAgentLink.agent_id == agent_id)
+        select(ChatAgentLink).where(
+            ChatAgentLink.chat_id == chat.id, ChatAgentLink.agent_id == agent_id
+        )
     )
     if link is not None:
         link.active = False

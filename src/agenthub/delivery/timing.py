@@ -13,7 +13,10 @@ MAX_RETRY_AFTER = timedelta(hours=1)
 
 
 def buffer_due_at(
-    waiting_since: datetime, last_arrival_at: datetime, buffer_seconds: float, max_buffer_seconds: float
+    waiting_since: datetime,
+    last_arrival_at: datetime,
+    buffer_seconds: float,
+    max_buffer_seconds: float,
 ) -> datetime:
     """Deliver once the chat is quiet for `buffer_seconds`, or the oldest message has waited
     `max_buffer_seconds` — whichever comes first (contract §5)."""
@@ -23,9 +26,9 @@ def buffer_due_at(
 
 
 def backoff_delay(attempt: int, base_seconds: float, rng: random.Random | None = None) -> timedelta:
-    """Exponential backoff (×3 per attempt) with ±50% jitter: with a 2 s base, about
+    """Exponential backoff (x3 per attempt) with ±50% jitter: with a 2 s base, about
     2 s, 6 s, 18 s, 54 s, 162 s — six attempts spread over about four minutes."""
-    jitter = (rng or random).uniform(0.5, 1.5)  # noqa: S311 - jitter, not a secret
+    jitter = (rng or random).uniform(0.5, 1.5)
     return timedelta(seconds=base_seconds * (3 ** (attempt - 1)) * jitter)
 
 

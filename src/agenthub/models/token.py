@@ -14,9 +14,7 @@ class ApiToken(Base):
 
     __tablename__ = "api_tokens"
     __table_args__ = (
-        CheckConstraint(
-            "(user_id IS NULL) <> (agent_id IS NULL)", name="exactly_one_owner"
-        ),
+        CheckConstraint("(user_id IS NULL) <> (agent_id IS NULL)", name="exactly_one_owner"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True, default=lambda: new_id("tkn"))

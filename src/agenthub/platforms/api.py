@@ -1,4 +1,7 @@
-"""`api`: the hub's own JSON webhook for web chats and custom apps, signed with Standard Webhooks."""
+"""`api`: the hub's own JSON webhook for web chats and custom apps.
+
+Signed with Standard Webhooks in both directions, keyed with the channel's `secret`.
+"""
 
 from __future__ import annotations
 

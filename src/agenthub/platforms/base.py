@@ -64,7 +64,12 @@ class SendError(Exception):
     """A platform refused or failed a send; `transient` ones are retried."""
 
     def __init__(
-        self, detail: str, *, transient: bool, code: str | int | None = None, status_code: int | None = None
+        self,
+        detail: str,
+        *,
+        transient: bool,
+        code: str | int | None = None,
+        status_code: int | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -76,7 +81,9 @@ class SendError(Exception):
         return {"code": self.code, "status_code": self.status_code, "detail": self.detail[:500]}
 
 
-def send_error_from_response(response: httpx2.Response, code: Any = None, detail: str | None = None) -> SendError:
+def send_error_from_response(
+    response: httpx2.Response, code: Any = None, detail: str | None = None
+) -> SendError:
     transient = response.status_code == 429 or response.status_code >= 500
     return SendError(
         detail or response.text[:500],

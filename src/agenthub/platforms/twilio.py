@@ -49,8 +49,18 @@ def _url_variants(url: str) -> set[str]:
     parts = urlsplit(url)
     default_port = {"https": 443, "http": 80}.get(parts.scheme)
     host = parts.hostname or ""
-    without = urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port and parts.port != default_port else ""), parts.path, parts.query, ""))
-    with_port = urlunsplit((parts.scheme, f"{host}:{parts.port or default_port}", parts.path, parts.query, ""))
+    without = urlunsplit(
+        (
+            parts.scheme,
+            host + (f":{parts.port}" if parts.port and parts.port != default_port else ""),
+            parts.path,
+            parts.query,
+            "",
+        )
+    )
+    with_port = urlunsplit(
+        (parts.scheme, f"{host}:{parts.port or default_port}", parts.path, parts.query, "")
+    )
     return {url, without, with_port}
 
 
@@ -102,7 +112,15 @@ class TwilioAdapter:
             if url := params.get(f"MediaUrl{n}"):
                 media.append({"url": url, "content_type": params.get(f"MediaContentType{n}")})
         meta: dict[str, Any] = {"media": media} if media else {}
-        for key in ("Latitude", "Longitude", "Address", "Label", "ButtonPayload", "ButtonText", "OriginalRepliedMessageSid"):
+        for key in (
+            "Latitude",
+            "Longitude",
+            "Address",
+            "Label",
+            "ButtonPayload",
+            "ButtonText",
+            "OriginalRepliedMessageSid",
+        ):
             if params.get(key):
                 meta[key[0].lower() + key[1:]] = params[key]
         return InboundMessage(
@@ -124,7 +142,9 @@ class TwilioAdapter:
             "To": context.chat.external_id,
             "From": creds["from_number"],
             "Body": context.message.content,
-            "StatusCallback": f"{context.public_url}/webhooks/{self.name}/{context.channel.id}/status",
+            "StatusCallback": (
+                f"{context.public_url}/webhooks/{self.name}/{context.channel.id}/status"
+            ),
         }
         media = [
             str(item["url"])

@@ -99,6 +99,8 @@ async def _read_commands(websocket: WebSocket, visibility: _Visibility) -> None:
             await websocket.send_json({"type": "pong"})
         elif command.get("type") == "subscribe" and isinstance(command.get("channel_ids"), list):
             visibility.subscribed = {str(c) for c in command["channel_ids"]}
-            await websocket.send_json({"type": "subscribed", "channel_ids": sorted(visibility.subscribed)})
+            await websocket.send_json(
+                {"type": "subscribed", "channel_ids": sorted(visibility.subscribed)}
+            )
         else:
             await websocket.send_json({"type": "error", "detail": "unknown command"})

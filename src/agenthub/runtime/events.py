@@ -79,7 +79,9 @@ class InProcessEventBus:
         return stamped
 
     @asynccontextmanager
-    async def subscribe(self, last_event_id: int | None = None) -> AsyncIterator[AsyncIterator[Event]]:
+    async def subscribe(
+        self, last_event_id: int | None = None
+    ) -> AsyncIterator[AsyncIterator[Event]]:
         subscriber = _Subscriber(self._subscriber_queue)
         # Replay and registration happen without an await in between: no event slips through.
         if last_event_id is not None:

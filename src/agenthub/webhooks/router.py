@@ -38,7 +38,9 @@ async def _receive(platform: str, channel_id: str, request: Request, hub: HubDep
 
 
 @router.post("/webhooks/{platform}/{channel_id}", response_class=Response)
-async def receive_webhook(platform: str, channel_id: str, request: Request, hub: HubDep) -> Response:
+async def receive_webhook(
+    platform: str, channel_id: str, request: Request, hub: HubDep
+) -> Response:
     """Inbound messages (and status callbacks) from a platform, checked against its signature.
 
     A bad or missing signature is refused with 403 and nothing is stored; a payload the hub

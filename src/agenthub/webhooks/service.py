@@ -24,7 +24,9 @@ async def ingest(session: AsyncSession, hub: Hub, channel: Channel, inbound: Inb
     for message in inbound.messages:
         await store_contact_message(session, hub, channel, message)
     for update in inbound.statuses:
-        await apply_status(session, hub, channel.id, update.external_id, update.status, update.error)
+        await apply_status(
+            session, hub, channel.id, update.external_id, update.status, update.error
+        )
 
 
 async def store_contact_message(
@@ -33,7 +35,9 @@ async def store_contact_message(
     """Store one contact message unless the platform already delivered it (returns None then)."""
     chat, created = await _get_or_create_chat(session, hub, channel, inbound)
     duplicate = await session.scalar(
-        select(Message.id).where(Message.channel_id == channel.id, Message.external_id == inbound.external_id)
+        select(Message.id).where(
+            Message.channel_id == channel.id, Message.external_id == inbound.external_id
+        )
     )
     if duplicate is not None:
         return None
@@ -65,7 +69,7 @@ async def _get_or_create_chat(
 ) -> tuple[Chat, bool]:
     """Insert-if-absent, then lock the chat row: concurrent first messages create one chat,
     and messages of one chat are stored one after another."""
-    insert = sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
     values: dict[str, Any] = {
         "id": new_id("cht"),
         "channel_id": channel.id,
@@ -76,7 +80,9 @@ async def _get_or_create_chat(
         "created_at": hub.clock(),
     }
     result = await session.execute(
-        insert(Chat).values(**values).on_conflict_do_nothing(index_elements=["channel_id", "external_id"])
+        insert(Chat)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["channel_id", "external_id"])
     )
     chat = await session.scalar(
         select(Chat)
@@ -90,7 +96,11 @@ async def _get_or_create_chat(
 
 async def _link_default_agents(session: AsyncSession, chat: Chat) -> None:
     agent_ids = await session.scalars(
-        select(Agent.id).where(Agent.is_active.is_(True), Agent.activate_for_new_conversation.is_(True))
+        select(Agent.id).where(
+            Agent.is_active.is_(True), Agent.activate_for_new_conversation.is_(True)
+        )
     )
-    session.add_all(ChatAgentLink(chat_id=chat.id, agent_id=agent_id, active=True) for agent_id in agent_ids)
+    session.add_all(
+        ChatAgentLink(chat_id=chat.id, agent_id=agent_id, active=True) for agent_id in agent_ids
+    )
     await session.flush()
