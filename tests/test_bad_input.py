@@ -20,9 +20,13 @@ def assert_error(response: httpx2.Response, *statuses: int) -> Any:
     """The response is one of `statuses` (any 4xx if none given) with a JSON `detail`."""
     request = f"{response.request.method} {response.request.url}"
     if statuses:
-        assert response.status_code in statuses, f"{request} -> {response.status_code} {response.text}"
+        assert response.status_code in statuses, (
+            f"{request} -> {response.status_code} {response.text}"
+        )
     else:
-        assert 400 <= response.status_code < 500, f"{request} -> {response.status_code} {response.text}"
+        assert 400 <= response.status_code < 500, (
+            f"{request} -> {response.status_code} {response.text}"
+        )
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body = response.json()
     assert isinstance(body, dict) and body.get("detail"), body
@@ -109,7 +113,10 @@ async def test_malformed_json_and_wrong_bodies(
         ("/channels", {"name": "x", "platform": "api", "config": ["a"]}),
         ("/channels", {"name": "x", "platform": "api", "is_active": "maybe"}),
         ("/channels", {"name": ["x"], "platform": "api"}),
-        ("/auth/agents", {"name": "a", "webhook_url": "http://a.test", "buffer_time_seconds": "abc"}),
+        (
+            "/auth/agents",
+            {"name": "a", "webhook_url": "http://a.test", "buffer_time_seconds": "abc"},
+        ),
         ("/auth/agents", {"name": "a", "webhook_url": "http://a.test", "history_msg_count": 1.5}),
         ("/auth/agents", {"name": "a", "webhook_url": 42}),
         ("/auth/users", {"username": "bob", "password": 12345678}),
@@ -139,7 +146,10 @@ async def test_malformed_json_and_wrong_bodies(
         # out-of-range numbers (NaN and infinities included)
         ("/auth/agents", {"name": "a", "webhook_url": "http://a.test", "buffer_time_seconds": -1}),
         ("/auth/agents", {"name": "a", "webhook_url": "http://a.test", "timeout_seconds": 0}),
-        ("/auth/agents", {"name": "a", "webhook_url": "http://a.test", "history_msg_count": 10**40}),
+        (
+            "/auth/agents",
+            {"name": "a", "webhook_url": "http://a.test", "history_msg_count": 10**40},
+        ),
         # unknown fields
         ("/channels", {"name": "x", "platform": "api", "bogus": 1}),
         ("/channels", {"name": "x", "platform": "api", "credentials": {"secrett": "typo"}}),
@@ -326,7 +336,9 @@ async def test_huge_but_allowed_offset_is_an_empty_page(
     client: httpx2.AsyncClient, admin: Caller, world: dict[str, str]
 ) -> None:
     params = {"offset": 1_000_000}
-    chats = await client.get(f"/channels/{world['channel_id']}/chats", params=params, headers=admin.headers)
+    chats = await client.get(
+        f"/channels/{world['channel_id']}/chats", params=params, headers=admin.headers
+    )
     assert chats.status_code == 200, chats.text
     assert chats.json() == {"chats": [], "total_count": 1, "has_more": False}
     for url in ("/channels", "/auth/users", "/auth/agents"):
@@ -334,7 +346,9 @@ async def test_huge_but_allowed_offset_is_an_empty_page(
         assert response.status_code == 200 and response.json() == [], response.text
 
 
-async def test_bad_filters(client: httpx2.AsyncClient, admin: Caller, world: dict[str, str]) -> None:
+async def test_bad_filters(
+    client: httpx2.AsyncClient, admin: Caller, world: dict[str, str]
+) -> None:
     url = f"/channels/{world['channel_id']}/chats"
     h = admin.headers
     assert_error(await client.get(url, params={"assigned": "sometimes"}, headers=h), 422)
@@ -343,7 +357,10 @@ async def test_bad_filters(client: httpx2.AsyncClient, admin: Caller, world: dic
     # LIKE wildcards are literal; no match, and certainly no error.
     for q in ("%", "_", "\\", "%_%", "' OR 1=1 --"):
         response = await client.get(url, params={"q": q}, headers=h)
-        assert response.status_code == 200 and response.json()["total_count"] == 0, (q, response.text)
+        assert response.status_code == 200 and response.json()["total_count"] == 0, (
+            q,
+            response.text,
+        )
 
     messages = f"/chats/{world['chat_id']}/messages"
     assert_error(await client.get(messages, params={"before": "msg_missing000"}, headers=h), 400)
@@ -351,7 +368,10 @@ async def test_bad_filters(client: httpx2.AsyncClient, admin: Caller, world: dic
 
 
 async def test_nul_characters_are_refused_not_500(
-    app_and_hub: tuple[object, Hub], client: httpx2.AsyncClient, admin: Caller, world: dict[str, str]
+    app_and_hub: tuple[object, Hub],
+    client: httpx2.AsyncClient,
+    admin: Caller,
+    world: dict[str, str],
 ) -> None:
     """PostgreSQL cannot store U+0000 in text; the API must say so with a 4xx (or store it)."""
     before = await counts(client, admin, world["chat_id"])
@@ -380,7 +400,9 @@ async def _send_nul_requests(
         await client.post(f"/chats/{chat}/messages", json={"content": "nul \x00"}, headers=h),
         await client.patch(f"/chats/{chat}", json={"name": "\x00"}, headers=h),
         await client.get(f"/channels/{channel}/chats", params={"q": "\x00"}, headers=h),
-        await client.get(f"/channels/{channel}/chats", params={"assigned_user_id": "\x00"}, headers=h),
+        await client.get(
+            f"/channels/{channel}/chats", params={"assigned_user_id": "\x00"}, headers=h
+        ),
         await client.get("/channels/chn_%00", headers=h),
         await client.get("/chats/cht_%00/messages", headers=h),
         await client.get(f"/chats/{chat}/messages", params={"before": "msg_\x00"}, headers=h),

@@ -41,7 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def start_runtime(hub: Hub) -> None:
-    """Default mode: events and jobs in this process, resuming whatever a previous run left."""
+    """Default mode: events and jobs in this process, resuming whatever a previous run left.
+    With Redis: the Redis event bus, and wake-ups sent to the Celery workers."""
+    if hub.settings.redis_url:
+        await _use_redis_runtime(hub, worker=False)
+        return
     from agenthub.delivery.engine import release_leases, run_due_work
     from agenthub.runtime.jobs import InProcessJobRunner
 
@@ -51,6 +55,27 @@ async def start_runtime(hub: Hub) -> None:
         lambda now: run_due_work(hub, now), sweep_seconds=hub.settings.job_sweep_seconds
     )
     await hub.jobs.start()
+
+
+async def _use_redis_runtime(hub: Hub, *, worker: bool) -> None:
+    from agenthub.runtime.celery_jobs import CeleryJobRunner, WorkerJobRunner, create_celery
+    from agenthub.runtime.redis_events import RedisStreamEventBus
+
+    settings = hub.settings
+    assert settings.redis_url
+    hub.events = RedisStreamEventBus(settings.redis_url, buffer_size=settings.events_buffer_size)
+    if not worker:  # workers only publish; serve processes also read for their WebSockets
+        await hub.events.start()
+    celery = create_celery(settings)
+    hub.jobs = WorkerJobRunner(celery, settings) if worker else CeleryJobRunner(celery, settings)
+    await hub.jobs.start()
+
+
+async def build_production_hub(settings: Settings, *, worker: bool) -> Hub:
+    """The Hub of a Celery worker process (Redis events, inline wake-ups)."""
+    hub = Hub.from_settings(settings)
+    await _use_redis_runtime(hub, worker=worker)
+    return hub
 
 
 def _include_routers(app: FastAPI) -> None:

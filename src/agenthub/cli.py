@@ -1,4 +1,4 @@
-"""The `agenthub` command: serve, migrate, create-admin.
+"""The `agenthub` command: serve, migrate, create-admin, and the pingpong/send-test helpers.
 
 Imports of the app, SQLAlchemy and uvicorn happen inside the commands, so `agenthub --help` and
 shell completion stay fast.
@@ -123,6 +123,30 @@ def migrate() -> None:
     typer.echo(f"{_display_url(settings.database_url)} is at schema revision {revision} (head).")
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Worker processes (default AGENTHUB_WORKER_CONCURRENCY)")
+    ] = None,
+    queues: Annotated[str | None, typer.Option(help="Celery queues, comma-separated")] = None,
+    beat: Annotated[bool, typer.Option(help="Run the periodic sweep in this worker")] = True,
+) -> None:
+    """Run background jobs on Celery (production mode; needs AGENTHUB_REDIS_URL)."""
+    from agenthub.runtime.celery_jobs import run_worker
+
+    settings = _settings()
+    if not settings.redis_url:
+        typer.echo("agenthub worker needs AGENTHUB_REDIS_URL (the Celery broker).", err=True)
+        raise typer.Exit(1)
+    _migrate(settings.database_url)
+    run_worker(
+        settings,
+        concurrency=concurrency or settings.worker_concurrency,
+        queues=queues or settings.celery_queue,
+        beat=beat,
+    )
+
+
 @app.command("create-admin")
 def create_admin(
     username: Annotated[str, typer.Option(help="The admin's username")],
@@ -187,6 +211,86 @@ async def _upsert_admin(database_url: str, username: str, password: str) -> tupl
             return user.id, created
     finally:
         await db.dispose()
+
+
+def _check_whsec(secret: str, param_hint: str = "--secret") -> str:
+    from standardwebhooks import Webhook
+
+    try:
+        Webhook(secret)
+    except Exception as exc:
+        raise typer.BadParameter("expected a whsec_… secret", param_hint=param_hint) from exc
+    return secret
+
+
+@app.command()
+def pingpong(
+    secret: Annotated[
+        str, typer.Option(help="The agent's webhook_secret (whsec_…), to verify deliveries")
+    ],
+    port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1)")] = 8001,
+    token: Annotated[
+        str | None,
+        typer.Option(help="The agent's API token: reply through the API instead of inline"),
+    ] = None,
+    hub: Annotated[
+        str | None,
+        typer.Option(help="The hub's URL, used when a delivery carries no reply_url"),
+    ] = None,
+) -> None:
+    """The example agent: answers every delivery with `pong: <last new message>`."""
+    from agenthub.pingpong import serve as serve_pingpong
+
+    secret = _check_whsec(secret)
+    mode = "replies through the API" if token else "replies inline"
+    typer.echo(f"pingpong agent listening on http://127.0.0.1:{port}/ ({mode})")
+    typer.echo("Use that URL as the agent's webhook_url. Ctrl-C stops it.")
+    serve_pingpong(port, secret, token=token, hub_url=hub)
+
+
+@app.command("send-test")
+def send_test(
+    channel: Annotated[str, typer.Option(help="The api channel's id (chn_…)")],
+    secret: Annotated[str, typer.Option(help="The channel's secret (whsec_…)")],
+    contact: Annotated[str, typer.Option(help="The contact's id on your platform")],
+    text: Annotated[str, typer.Option(help="The message content")] = "hi",
+    hub: Annotated[str, typer.Option(help="The hub's URL")] = "http://127.0.0.1:8000",
+    name: Annotated[str | None, typer.Option(help="The contact's display name")] = None,
+    message_id: Annotated[
+        str | None, typer.Option(help="Your message id (dedupe key); random by default")
+    ] = None,
+) -> None:
+    """Send one signed inbound message to an `api` channel, as your web chat would."""
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    import httpx2
+    from standardwebhooks import Webhook
+
+    secret = _check_whsec(secret)
+    message_id = message_id or f"test_{uuid.uuid4().hex[:16]}"
+    payload: dict[str, Any] = {"contact_id": contact, "message_id": message_id, "content": text}
+    if name:
+        payload["contact_name"] = name
+    body = json.dumps(payload)
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(webhook_id, now, body),
+    }
+    url = f"{hub.rstrip('/')}/webhooks/api/{channel}"
+    try:
+        response = httpx2.post(url, content=body.encode(), headers=headers, timeout=10)
+    except httpx2.HTTPError as exc:
+        typer.secho(f"POST {url} failed: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"POST {url} (message_id {message_id}) -> {response.status_code} {response.text}")
+    if not response.is_success:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 
 class DomainError(Exception):
@@ -70,3 +72,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
         # A unique or foreign-key constraint raced past the service's own checks.
         return JSONResponse({"detail": "Conflicts with existing data"}, 409)
+
+    @app.exception_handler(DataError)
+    async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the schema let through (PostgreSQL: a NUL character).
+        return JSONResponse({"detail": "A value cannot be stored (e.g. it contains NUL)"}, 422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each bad `input`: that leaks submitted passwords and
+        # credentials into answers, and a NaN input cannot even be rendered as JSON.
+        errors = [{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, 422)

@@ -33,6 +33,9 @@ async def readyz(hub: HubDep) -> Health | JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
+    if hub.settings.redis_url:
+        ping = getattr(hub.events, "ping", None)
+        checks["redis"] = "ok" if ping is not None and await ping() else "error: unreachable"
     ready = all(value == "ok" for value in checks.values())
     result = Health(status="ok" if ready else "unavailable", checks=checks)
     return result if ready else JSONResponse(result.model_dump(), status_code=503)

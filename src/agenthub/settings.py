@@ -34,8 +34,13 @@ class Settings(BaseSettings):
     outbound_max_attempts: int = Field(default=5, ge=1, le=50)
     # The job runner looks for due work at least this often, whatever it was told.
     job_sweep_seconds: float = Field(default=1.0, gt=0)
+    # Production mode (AGENTHUB_REDIS_URL set): the Celery queue and each worker's processes.
+    celery_queue: str = "agenthub"
+    worker_concurrency: int = Field(default=2, ge=1)
     # Events kept for WebSocket replay (`last_event_id`).
     events_buffer_size: int = Field(default=1000, ge=10)
+    # The Graph API version WhatsApp Cloud channels call (`/{version}/{phone_number_id}/…`).
+    whatsapp_graph_version: str = Field(default="v21.0", pattern=r"^v\d+\.\d+$")
 
     @property
     def is_sqlite(self) -> bool:

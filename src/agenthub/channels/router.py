@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
 
 from agenthub.access import get_readable_channel
 from agenthub.auth.router import Limit, Offset
@@ -10,6 +12,7 @@ from agenthub.auth.schemas import UserOut
 from agenthub.channels import service
 from agenthub.channels.schemas import ChannelCreate, ChannelCreated, ChannelOut, ChannelUpdate
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
+from agenthub.uow import commit
 
 router = APIRouter(prefix="/channels", tags=["channels"])
 
@@ -51,6 +54,53 @@ async def update_channel(
     """Rename, reconfigure, rotate credentials or (de)activate a channel (admin)."""
     channel = await service.get_channel(session, channel_id)
     return service.to_out(hub, await service.update_channel(session, hub, channel, data))
+
+
+@router.post("/{channel_id}/register-webhook", response_model=ChannelOut)
+async def register_webhook(
+    channel_id: str, _: AdminUser, session: SessionDep, hub: HubDep
+) -> ChannelOut:
+    """Register the channel's `webhook_url` at the platform (admin). Telegram: `setWebhook`
+    with the URL and the channel's `secret_token`; afterwards the channel shows
+    `webhook_registered: true`. Other platforms are configured by hand (400); a platform
+    that refuses is 400 with its reason, one that cannot be reached 502.
+    """
+    context = service.channel_context(hub, await service.get_channel(session, channel_id))
+    # No transaction stays open (nor SQLite's write lock held) while the platform answers.
+    await commit(session)
+    await service.register_webhook(hub, context)
+    async with hub.db.transaction() as write:
+        channel = await service.get_channel(write, channel_id)
+        await service.record_registration(write, hub, channel)
+        return service.to_out(hub, channel)
+
+
+MediaId = Annotated[str, Path(min_length=1, max_length=512)]
+
+
+@router.get(
+    "/{channel_id}/media/{media_id}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}},
+)
+async def get_media(
+    channel_id: str,
+    media_id: MediaId,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> Response:
+    """A media file a contact sent, fetched from the platform with the channel's credentials
+    (Telegram `file_id`, WhatsApp Cloud and WHAPI media ids): the URL in
+    `meta_data.media[].url` of such messages. For users who may read the channel and agents
+    linked to one of its chats. Unknown at the platform → 404.
+    """
+    channel = await get_readable_channel(session, principal, channel_id)
+    context = service.channel_context(hub, channel)
+    # The read is over (the download may take a while): end it, keeping the loaded channel.
+    session.expunge(channel)
+    await session.rollback()
+    return await service.open_media(hub, context, media_id)
 
 
 @router.delete("/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -102,6 +102,18 @@ class ChannelOut(Out):
     webhook_url: str
     is_active: bool
     created_at: datetime
+    webhook_registered: bool | None = Field(
+        default=None,
+        description=(
+            "Telegram: whether the hub registered `webhook_url` at the platform "
+            "(`POST /channels/{id}/register-webhook`) with the current credentials, API base "
+            "URL and public URL. null for platforms whose webhook is set by hand."
+        ),
+    )
+    webhook_registered_at: datetime | None = None
+    setup: list[str] = Field(
+        default_factory=list, description="What to configure at the platform, step by step"
+    )
 
 
 class ChannelCreated(ChannelOut):

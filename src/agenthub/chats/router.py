@@ -155,10 +155,11 @@ async def update_chat_agent(
 
 @router.delete("/chats/{chat_id}/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def unlink_agent(
-    agent_id: str, _: CurrentUser, chat: ReadableChat, session: SessionDep
+    agent_id: str, _: CurrentUser, chat: ReadableChat, session: SessionDep, hub: HubDep
 ) -> None:
     """Remove an agent from this chat."""
     await service.unlink_agent(session, await service.get_link(session, chat, agent_id))
+    publish_after_commit(session, hub, chat_updated(chat))
 
 
 @router.get("/chats/{chat_id}/deliveries", response_model=list[DeliveryOut])

@@ -54,7 +54,7 @@ async def buffer_contact_message(session: AsyncSession, chat: Chat, arrived_at: 
         )
     )
     buffered = False
-    for link, agent in rows.tuples():
+    for link, agent in rows:
         link.waiting_since = link.waiting_since or arrived_at
         link.last_arrival_at = arrived_at
         link.due_at = buffer_due_at(
@@ -147,7 +147,7 @@ async def claim_due_attempts(
         .with_for_update(of=AgentDelivery, skip_locked=True)
     )
     claimed = []
-    for delivery, timeout_seconds in rows.tuples():
+    for delivery, timeout_seconds in rows:
         delivery.attempt_count += 1
         delivery.locked_until = now + timedelta(seconds=timeout_seconds) + LEASE_MARGIN
         claimed.append(ClaimedAttempt(delivery.id, delivery.attempt_count))

@@ -3,6 +3,7 @@ agent deliveries and outbound sends, and tell the runner when to look again."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from sqlalchemy import update
@@ -18,15 +19,19 @@ from agenthub.hub import Hub
 from agenthub.models import AgentDelivery, OutboundSend
 
 
-async def run_due_work(hub: Hub, now: datetime) -> datetime | None:
+async def run_due_work(hub: Hub, now: datetime, *, wait: bool = False) -> datetime | None:
+    """One pass. In-process, the HTTP calls run on as background tasks (`wait=False`) so the
+    runner can start the next pass at once; a Celery task waits for them (`wait=True`)."""
     async with hub.db.transaction() as session:
         await create_due_deliveries(session, now)
         attempts = await claim_due_attempts(session, now)
         sends = await claim_due_sends(session, now)
-    for attempt in attempts:
-        hub.spawn(attempt_delivery(hub, attempt))
-    for send in sends:
-        hub.spawn(send_one(hub, send))
+    work = [attempt_delivery(hub, a) for a in attempts] + [send_one(hub, s) for s in sends]
+    if wait:
+        await asyncio.gather(*work)
+    else:
+        for job in work:
+            hub.spawn(job)
     async with hub.db.session(read_only=True) as session:
         times = [t for t in (await next_due_time(session), await next_send_time(session)) if t]
     return min(times) if times else None

@@ -37,8 +37,11 @@ def retry_after_delay(header: str | None, now: datetime) -> timedelta | None:
     if not header:
         return None
     header = header.strip()
-    if header.isdigit():
-        delay = timedelta(seconds=int(header))
+    if header.isascii() and header.isdigit():  # not "²": str.isdigit() takes it, int() not
+        # Capped before timedelta(), which overflows past ~10**14 s (int() past 4300 digits).
+        digits = header.lstrip("0") or "0"
+        cap = MAX_RETRY_AFTER.total_seconds()
+        delay = timedelta(seconds=min(int(digits), cap) if len(digits) <= 9 else cap)
     else:
         try:
             delay = parsedate_to_datetime(header) - now

@@ -2,17 +2,30 @@
 
 One module per platform implements `PlatformAdapter`; the registry in `__init__` finds it by
 name. Nothing outside `platforms/` knows any platform's wire format.
+
+Some platforms need more than the four required methods. Those extras are optional
+capabilities, each a small protocol the generic code checks with `isinstance`:
+
+- `WebhookHandshake`: answers a `GET` on the webhook URL (WhatsApp Cloud's `hub.challenge`);
+- `ChannelParser`: parses with the channel's credentials at hand (WhatsApp Cloud drops
+  messages addressed to another phone number of the same Meta app);
+- `WebhookRegistrar`: registers the hub's webhook URL at the platform (Telegram `setWebhook`);
+- `MediaSource`: downloads a media file the platform only gives out by id and with the
+  channel's credentials (Telegram `getFile`, WhatsApp Cloud media ids, WHAPI media ids), so
+  the stored `meta_data.media[].url` can point at the hub instead of leaking a token.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import httpx2
 from fastapi import Response
 
 from agenthub.models import Channel, Chat, DeliveryStatus, Message
+from agenthub.settings import Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,21 @@ class WebhookRequest:
     headers: dict[str, str]  # lower-case names
     query: dict[str, str]
     body: bytes
+
+    @property
+    def hub_url(self) -> str:
+        """The hub's public base URL (`AGENTHUB_PUBLIC_URL`): `url` up to `/webhooks/`."""
+        head = self.url.split("?", 1)[0]
+        index = head.rfind("/webhooks/")
+        return head[:index] if index >= 0 else head.rstrip("/")
+
+    @property
+    def channel_id(self) -> str:
+        """The channel id in `…/webhooks/{platform}/{channel_id}[/status]` ("" if absent)."""
+        path = urlsplit(self.url).path
+        index = path.rfind("/webhooks/")
+        parts = path[index + len("/webhooks/") :].split("/") if index >= 0 else []
+        return parts[1] if len(parts) > 1 else ""
 
 
 @dataclass(frozen=True)
@@ -55,9 +83,41 @@ class OutboundContext:
     channel: Channel
     credentials: dict[str, Any]
     public_url: str
+    # The hub's settings (e.g. `whatsapp_graph_version`). Defaults to the process settings,
+    # which are the serving app's own (`create_app()` reads the same `get_settings()`).
+    settings: Settings = field(default_factory=get_settings)
 
     def api_base_url(self, default: str) -> str:
         return str(self.channel.config.get("api_base_url") or default).rstrip("/")
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """A channel with its decrypted credentials, for calls that are not a message send."""
+
+    channel: Channel
+    credentials: dict[str, Any]
+    public_url: str
+    settings: Settings
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.public_url}/webhooks/{self.channel.platform}/{self.channel.id}"
+
+    def api_base_url(self, default: str) -> str:
+        return str(self.channel.config.get("api_base_url") or default).rstrip("/")
+
+
+@dataclass
+class MediaDownload:
+    """An open, streaming response from the platform with the file's bytes.
+
+    The caller streams `response` to its client and closes it (`await response.aclose()`).
+    """
+
+    response: httpx2.Response
+    content_type: str
+    filename: str | None = None
 
 
 class SendError(Exception):
@@ -111,3 +171,46 @@ class PlatformAdapter(Protocol):
     async def send(self, http: httpx2.AsyncClient, context: OutboundContext) -> str | None:
         """Send one USER/AGENT message; returns the platform's message id."""
         ...
+
+
+# --- optional capabilities ----------------------------------------------------------------------
+
+
+@runtime_checkable
+class WebhookHandshake(Protocol):
+    def handshake(self, request: WebhookRequest, credentials: dict[str, Any]) -> Response | None:
+        """Answer a `GET` on the webhook URL; None when it is not a valid handshake (403)."""
+        ...
+
+
+@runtime_checkable
+class ChannelParser(Protocol):
+    def parse_for_channel(self, request: WebhookRequest, credentials: dict[str, Any]) -> Inbound:
+        """Like `parse`, with the channel's credentials (to drop what is not for it)."""
+        ...
+
+
+@runtime_checkable
+class WebhookRegistrar(Protocol):
+    async def register_webhook(self, http: httpx2.AsyncClient, context: ChannelContext) -> None:
+        """Point the platform at `context.webhook_url`; raises `SendError` when refused."""
+        ...
+
+
+@runtime_checkable
+class MediaSource(Protocol):
+    async def open_media(
+        self, http: httpx2.AsyncClient, context: ChannelContext, media_id: str
+    ) -> MediaDownload:
+        """Start downloading one media file by its platform id; raises `SendError`
+        (status_code 404 when the platform does not know it)."""
+        ...
+
+
+def parse_inbound(
+    adapter: PlatformAdapter, request: WebhookRequest, credentials: dict[str, Any]
+) -> Inbound:
+    """`parse_for_channel` when the adapter has it, else `parse`."""
+    if isinstance(adapter, ChannelParser):
+        return adapter.parse_for_channel(request, credentials)
+    return adapter.parse(request)

@@ -18,6 +18,18 @@ from agenthub.models import ChannelMember
 router = APIRouter()
 
 
+class _Socket:
+    """Serializes writes: events and command answers come from two tasks."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self._lock = asyncio.Lock()
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        async with self._lock:
+            await self.websocket.send_text(json.dumps(payload, default=str))
+
+
 class _Visibility:
     """Which channels' events this socket gets: what the user may read, narrowed by `subscribe`."""
 
@@ -61,32 +73,36 @@ async def websocket_events(
     hub: Hub = websocket.app.state.hub
     principal = await _principal(hub, token)
     if principal is None:
+        # Accept, then close: closing before accept answers the handshake with HTTP 403, so a
+        # client (a browser reports 1006) would never see the 1008 the contract promises.
+        await websocket.accept()
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
         return
     visibility = _Visibility(await _readable_channels(hub, principal))
     await websocket.accept()
+    socket = _Socket(websocket)
     async with hub.events.subscribe(last_event_id) as stream:
-        sender = asyncio.create_task(_forward(websocket, stream, visibility))
+        sender = asyncio.create_task(_forward(socket, stream, visibility))
         try:
-            await _read_commands(websocket, visibility)
+            await _read_commands(socket, visibility)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
 
 
-async def _forward(websocket: WebSocket, stream: Any, visibility: _Visibility) -> None:
+async def _forward(socket: _Socket, stream: Any, visibility: _Visibility) -> None:
     async for event in stream:
         if visibility.allows(event.get("channel_id")):
-            await websocket.send_text(json.dumps(event, default=str))
+            await socket.send(event)
     # The bus cut this subscriber off (it fell too far behind): the client reconnects.
-    await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
+    await socket.websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
 
 
-async def _read_commands(websocket: WebSocket, visibility: _Visibility) -> None:
+async def _read_commands(socket: _Socket, visibility: _Visibility) -> None:
     while True:
         try:
-            raw = await websocket.receive_text()
+            raw = await socket.websocket.receive_text()
         except (WebSocketDisconnect, RuntimeError):
             return
         try:
@@ -94,13 +110,11 @@ async def _read_commands(websocket: WebSocket, visibility: _Visibility) -> None:
         except ValueError:
             command = None
         if not isinstance(command, dict):
-            await websocket.send_json({"type": "error", "detail": "send a JSON object"})
+            await socket.send({"type": "error", "detail": "send a JSON object"})
         elif command.get("type") == "ping":
-            await websocket.send_json({"type": "pong"})
+            await socket.send({"type": "pong"})
         elif command.get("type") == "subscribe" and isinstance(command.get("channel_ids"), list):
             visibility.subscribed = {str(c) for c in command["channel_ids"]}
-            await websocket.send_json(
-                {"type": "subscribed", "channel_ids": sorted(visibility.subscribed)}
-            )
+            await socket.send({"type": "subscribed", "channel_ids": sorted(visibility.subscribed)})
         else:
-            await websocket.send_json({"type": "error", "detail": "unknown command"})
+            await socket.send({"type": "error", "detail": "unknown command"})

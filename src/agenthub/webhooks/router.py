@@ -1,23 +1,32 @@
-"""`POST /webhooks/{platform}/{channel_id}`: where platforms deliver messages and statuses."""
+"""`POST /webhooks/{platform}/{channel_id}`: where platforms deliver messages and statuses;
+`GET` on the same URL answers a platform's verification handshake (WhatsApp Cloud)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
 from agenthub.deps import HubDep
-from agenthub.errors import Forbidden, NotFound
+from agenthub.errors import DomainError, Forbidden, NotFound
+from agenthub.hub import Hub
 from agenthub.models import Channel
 from agenthub.platforms import get_adapter
-from agenthub.platforms.base import WebhookRequest
+from agenthub.platforms.base import WebhookHandshake, WebhookRequest, parse_inbound
 from agenthub.uow import commit
 from agenthub.webhooks.service import ingest
 
 router = APIRouter(tags=["webhooks"])
 
 
-async def _receive(platform: str, channel_id: str, request: Request, hub: HubDep) -> Response:
-    adapter = get_adapter(platform)
-    webhook = WebhookRequest(
+class MethodNotAllowed(DomainError):
+    status_code = 405
+    headers = {"Allow": "POST"}
+
+    def default_detail(self) -> str:
+        return "This platform's webhook takes POST only"
+
+
+async def _webhook_request(request: Request, hub: Hub) -> WebhookRequest:
+    return WebhookRequest(
         method=request.method,
         url=hub.settings.effective_public_url
         + request.url.path
@@ -26,15 +35,42 @@ async def _receive(platform: str, channel_id: str, request: Request, hub: HubDep
         query=dict(request.query_params),
         body=await request.body(),
     )
+
+
+async def _receive(platform: str, channel_id: str, request: Request, hub: HubDep) -> Response:
+    adapter = get_adapter(platform)
+    webhook = await _webhook_request(request, hub)
     async with hub.db.session() as session:
         channel = await session.get(Channel, channel_id)
         if channel is None or channel.platform != platform or not channel.is_active:
             raise NotFound("Channel not found")
-        if not adapter.verify(webhook, hub.secrets.decrypt_json(channel.credentials_encrypted)):
+        credentials = hub.secrets.decrypt_json(channel.credentials_encrypted)
+        if not adapter.verify(webhook, credentials):
             raise Forbidden("Invalid or missing signature")
-        await ingest(session, hub, channel, adapter.parse(webhook))
+        await ingest(session, hub, channel, parse_inbound(adapter, webhook, credentials))
         await commit(session)
     return adapter.acknowledge()
+
+
+@router.get("/webhooks/{platform}/{channel_id}", response_class=Response)
+async def verify_webhook(platform: str, channel_id: str, request: Request, hub: HubDep) -> Response:
+    """A platform's verification handshake on the webhook URL (WhatsApp Cloud: `hub.mode`,
+    `hub.verify_token`, `hub.challenge`). A wrong token is 403; platforms without a handshake
+    answer 405.
+    """
+    adapter = get_adapter(platform)
+    webhook = await _webhook_request(request, hub)
+    async with hub.db.session(read_only=True) as session:
+        channel = await session.get(Channel, channel_id)
+        if channel is None or channel.platform != platform or not channel.is_active:
+            raise NotFound("Channel not found")
+        credentials = hub.secrets.decrypt_json(channel.credentials_encrypted)
+    if not isinstance(adapter, WebhookHandshake):
+        raise MethodNotAllowed()
+    answer = adapter.handshake(webhook, credentials)
+    if answer is None:
+        raise Forbidden("Invalid verification request")
+    return answer
 
 
 @router.post("/webhooks/{platform}/{channel_id}", response_class=Response)

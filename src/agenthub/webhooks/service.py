@@ -83,15 +83,21 @@ async def _get_or_create_chat(
         insert(Chat)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["channel_id", "external_id"])
+        # RETURNING, not rowcount: psycopg reports -1 for this INSERT, which read as "created".
+        .returning(Chat.id)
     )
+    created_id = result.scalar_one_or_none()
     chat = await session.scalar(
         select(Chat)
         .where(Chat.channel_id == channel.id, Chat.external_id == inbound.contact_id)
-        .with_for_update()
+        # NO KEY UPDATE (PostgreSQL): still one writer per chat, but the foreign-key checks of
+        # rows that only reference the chat (the job runner inserting an agent delivery while
+        # it holds the chat's agent link) pass, so they cannot deadlock with this transaction.
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     assert chat is not None
-    return chat, bool(result.rowcount)  # type: ignore[attr-defined]
+    return chat, created_id is not None
 
 
 async def _link_default_agents(session: AsyncSession, chat: Chat) -> None:

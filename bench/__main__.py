@@ -1,0 +1,509 @@
+"""`python -m bench`: run both measurements and print a Markdown table (about 1-2 minutes).
+
+(a) Inbound throughput: signed Twilio webhooks with unique MessageSids from `--connections`
+    keep-alive connections (closed loop), against `agenthub serve` on SQLite (one process, no
+    agent linked) and against a bare FastAPI form endpoint served the same way; rounds alternate
+    between the two so background noise hits both alike.
+(b) End-to-end latency at `--rate` messages/s for `--latency-seconds` (open loop, after a
+    one-second warm-up that also creates the chats): from just before the webhook POST is written
+    to the stub agent receiving the delivery (buffer_time_seconds=0) and to a dashboard
+    WebSocket receiving the `new_message` event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx2
+from standardwebhooks import Webhook
+from websockets.asyncio.client import connect as ws_connect
+
+from bench.wire import Connection, LoadResult, closed_loop, post, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTHUB = str(Path(sys.executable).with_name("agenthub"))
+HOST = "127.0.0.1"
+AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
+ACCOUNT_SID = "AC" + "0" * 32
+ADMIN = {"username": "admin", "password": "bench-password"}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per server")
+    parser.add_argument("--round-seconds", type=float, default=6.0)
+    parser.add_argument("--rate", type=float, default=100.0, help="messages/s for latency")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--contacts", type=int, default=100)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--only", choices=["throughput", "latency"], help="run one part")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    return parser.parse_args()
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def pinning() -> tuple[list[str], set[int] | None]:
+    """(prefix for server commands, CPUs for this process) — servers on CPU 0, load on CPU 1."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return [], None
+    return ["taskset", "-c", str(cpus[0])], {cpus[1]}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    async def start(self, prefix: list[str], ready_path: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHUB_")}
+        env.update(self.env, PYTHONPATH=str(ROOT))
+        log = (self.workdir / f"{self.name}.log").open("wb")
+        self.process = subprocess.Popen(
+            [*prefix, *self.argv, "--port", str(self.port)],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        async with httpx2.AsyncClient() as http:
+            while True:
+                if self.process.poll() is not None:
+                    raise SystemExit(f"{self.name} exited:\n{self.log_text()}")
+                try:
+                    if (await http.get(self.url + ready_path, timeout=1)).status_code < 500:
+                        return
+                except httpx2.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{self.name} did not start:\n{self.log_text()}")
+                await asyncio.sleep(0.1)
+
+    def log_text(self) -> str:
+        return (self.workdir / f"{self.name}.log").read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def hub_server(workdir: Path, name: str) -> Server:
+    return Server(
+        name,
+        [AGENTHUB, "serve"],
+        workdir,
+        env={
+            "AGENTHUB_DATABASE_URL": f"sqlite:///{workdir / name}.db",
+            "AGENTHUB_SECRET_KEY": "bench-secret-key",
+        },
+    )
+
+
+def bare_server(workdir: Path) -> Server:
+    return Server(
+        "bare", [sys.executable, "-m", "uvicorn", "bench.bare:app", "--host", HOST], workdir
+    )
+
+
+# --- the hub's setup through its API ---------------------------------------------------------
+
+
+@asynccontextmanager
+async def admin_client(hub: Server) -> AsyncIterator[httpx2.AsyncClient]:
+    """An API client logged in as the admin (created on first use)."""
+    async with httpx2.AsyncClient(base_url=hub.url, timeout=30) as http:
+        await http.post("/auth/signup", json=ADMIN)
+        token = (await http.post("/auth/login", json=ADMIN)).json()["access_token"]
+        http.headers["Authorization"] = f"Bearer {token}"
+        yield http
+
+
+async def twilio_channel(http: httpx2.AsyncClient) -> dict[str, Any]:
+    response = await http.post(
+        "/channels",
+        json={
+            "name": "bench",
+            "platform": "whatsapp_twilio",
+            "credentials": {
+                "account_sid": ACCOUNT_SID,
+                "auth_token": AUTH_TOKEN,
+                "from_number": "whatsapp:+15550000000",
+            },
+            # Nothing in the bench sends to Twilio; keep it that way should an agent reply.
+            "config": {"api_base_url": "http://127.0.0.1:9"},
+        },
+    )
+    response.raise_for_status()
+    channel: dict[str, Any] = response.json()
+    return channel
+
+
+# --- signed Twilio webhooks ----------------------------------------------------------------
+
+
+def twilio_signature(url: str, params: dict[str, str]) -> str:
+    payload = url + "".join(name + params[name] for name in sorted(params))
+    return base64.b64encode(
+        hmac.new(AUTH_TOKEN.encode(), payload.encode(), hashlib.sha1).digest()
+    ).decode()
+
+
+class TwilioWebhooks:
+    """Builds signed inbound WhatsApp messages for one channel, each with a new MessageSid."""
+
+    def __init__(self, server: Server, channel_id: str, contacts: int) -> None:
+        self.path = f"/webhooks/whatsapp_twilio/{channel_id}"
+        self.url = server.url + self.path  # the hub's public URL defaults to where it listens
+        self.host = f"{HOST}:{server.port}"
+        self.contacts = contacts
+        self.count = 0
+
+    def __call__(self, body: str | None = None) -> bytes:
+        self.count += 1
+        sid = "SM" + uuid.uuid4().hex
+        number = f"+1555{self.count % self.contacts:07d}"
+        params = {
+            "SmsMessageSid": sid,
+            "NumMedia": "0",
+            "ProfileName": f"Contact {self.count % self.contacts}",
+            "MessageType": "text",
+            "SmsSid": sid,
+            "WaId": number[1:],
+            "SmsStatus": "received",
+            "Body": body or f"Hello, this is message {self.count}",
+            "To": "whatsapp:+15550000000",
+            "NumSegments": "1",
+            "ReferralNumMedia": "0",
+            "MessageSid": sid,
+            "AccountSid": ACCOUNT_SID,
+            "From": f"whatsapp:{number}",
+            "ApiVersion": "2010-04-01",
+        }
+        return post(
+            self.path,
+            self.host,
+            urlencode(params).encode(),
+            {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": twilio_signature(self.url, params),
+                "User-Agent": "TwilioProxy/1.1",
+            },
+        )
+
+
+# --- (a) throughput ------------------------------------------------------------------------
+
+
+async def throughput(args: argparse.Namespace, prefix: list[str], workdir: Path) -> dict[str, Any]:
+    hub, bare = hub_server(workdir, "hub-throughput"), bare_server(workdir)
+    try:
+        await hub.start(prefix, "/readyz")
+        await bare.start(prefix, "/docs")
+        async with admin_client(hub) as http:
+            channel = await twilio_channel(http)
+        loads = {
+            "hub": (hub, TwilioWebhooks(hub, channel["id"], args.contacts)),
+            "bare": (bare, TwilioWebhooks(bare, channel["id"], args.contacts)),
+        }
+        results: dict[str, list[LoadResult]] = {"hub": [], "bare": []}
+        for server, make in loads.values():  # warm-up, not counted
+            await closed_loop(HOST, server.port, make, connections=args.connections, seconds=2)
+        for _ in range(args.rounds):
+            for name, (server, make) in loads.items():
+                result = await closed_loop(
+                    HOST,
+                    server.port,
+                    make,
+                    connections=args.connections,
+                    seconds=args.round_seconds,
+                )
+                results[name].append(result)
+                print(
+                    f"  {name:5} {result.rate:8.0f} req/s  statuses {result.statuses}"
+                    f"  errors {result.errors}",
+                    flush=True,
+                )
+        async with admin_client(hub) as http:
+            chats = (await http.get(f"/channels/{channel['id']}/chats?limit=1")).json()
+    finally:
+        hub.stop()
+        bare.stop()
+
+    def median(name: str) -> float:
+        rates = sorted(r.rate for r in results[name])
+        return rates[len(rates) // 2]
+
+    return {
+        "hub_rps": median("hub"),
+        "bare_rps": median("bare"),
+        "ratio": median("hub") / median("bare"),
+        "hub_errors": sum(r.errors for r in results["hub"]),
+        "bare_errors": sum(r.errors for r in results["bare"]),
+        "hub_chats": chats["total_count"],
+    }
+
+
+# --- (b) latency ---------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+async def latency(args: argparse.Namespace, prefix: list[str], workdir: Path) -> dict[str, Any]:
+    hub = hub_server(workdir, "hub-latency")
+    agent_seen: dict[int, float] = {}
+    ws_seen: dict[int, float] = {}
+    secret: list[str] = []
+
+    def number(content: str) -> int | None:
+        return int(content[4:]) if content.startswith("lat-") else None
+
+    async def agent(path: bytes, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        now = time.perf_counter()
+        payload = Webhook(secret[0]).verify(body, headers)
+        new_ids = set(payload["new_message_ids"])
+        for message in payload["messages"]:
+            n = number(message["content"]) if message["id"] in new_ids else None
+            if n is not None:
+                agent_seen.setdefault(n, now)
+        return 200, b"{}"
+
+    agent_server = await serve(agent)
+    agent_port = agent_server.sockets[0].getsockname()[1]
+    try:
+        await hub.start(prefix, "/readyz")
+        async with admin_client(hub) as http:
+            channel = await twilio_channel(http)
+            created = await http.post(
+                "/auth/agents",
+                json={
+                    "name": "bench-agent",
+                    "webhook_url": f"http://{HOST}:{agent_port}/",
+                    "buffer_time_seconds": 0,
+                },
+            )
+            created.raise_for_status()
+            secret.append(created.json()["webhook_secret"])
+            token = http.headers["Authorization"].split()[1]
+
+        make = TwilioWebhooks(hub, channel["id"], args.contacts)
+        warmup = int(args.rate)  # one second: also creates the chats
+        total = warmup + int(args.rate * args.latency_seconds)
+        requests = [make(f"lat-{n}") for n in range(total)]
+        pool: asyncio.Queue[Connection] = asyncio.Queue()
+        for _ in range(args.connections):
+            pool.put_nowait(await Connection(HOST, hub.port).open())
+        sent: dict[int, float] = {}
+        acked: dict[int, float] = {}
+        statuses: dict[int, int] = {}
+
+        async def send(n: int) -> None:
+            conn = await pool.get()
+            try:
+                sent[n] = time.perf_counter()
+                response = await conn.request(requests[n])
+                acked[n] = time.perf_counter() - sent[n]
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+            finally:
+                pool.put_nowait(conn)
+
+        async with ws_connect(f"ws://{HOST}:{hub.port}/ws?token={token}") as ws:
+
+            async def watch() -> None:
+                async for frame in ws:
+                    event = json.loads(frame)
+                    if event.get("type") == "new_message" and event["sender_type"] == "CONTACT":
+                        n = number(event["preview"])
+                        if n is not None:
+                            ws_seen.setdefault(n, time.perf_counter())
+
+            watcher = asyncio.create_task(watch())
+            start = time.perf_counter()
+            tasks = []
+            for n in range(total):
+                delay = start + n / args.rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(send(n)))
+            await asyncio.gather(*tasks)
+            deadline = time.perf_counter() + 10
+            while (len(agent_seen) < total or len(ws_seen) < total) and (
+                time.perf_counter() < deadline
+            ):
+                await asyncio.sleep(0.05)
+            watcher.cancel()
+        offered = (total - warmup) / (time.perf_counter() - start)
+    finally:
+        hub.stop()
+        agent_server.close()
+
+    measured = range(warmup, total)
+
+    def stats(seen: dict[int, float]) -> dict[str, float]:
+        ms = [(seen[n] - sent[n]) * 1000 for n in measured if n in seen]
+        return {
+            "p50": percentile(ms, 50),
+            "p90": percentile(ms, 90),
+            "p99": percentile(ms, 99),
+            "max": max(ms),
+            "missing": len(measured) - len(ms),
+        }
+
+    ack_ms = [acked[n] * 1000 for n in measured]
+    return {
+        "messages": len(measured),
+        "rate": args.rate,
+        "send_span_rate": offered,
+        "statuses": statuses,
+        "agent": stats(agent_seen),
+        "websocket": stats(ws_seen),
+        "ack": {"p50": percentile(ack_ms, 50), "p99": percentile(ack_ms, 99), "max": max(ack_ms)},
+    }
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def report(
+    info: dict[str, str], pinned: bool, a: dict[str, Any] | None, b: dict[str, Any] | None
+) -> str:
+    lines = [
+        f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
+        f"load average before the run {info['load_average']}, "
+        + ("servers pinned to CPU 0, load on CPU 1" if pinned else "not pinned"),
+        "",
+        "| measurement | result | target |",
+        "|---|---|---|",
+    ]
+    notes = []
+    if a is not None:
+        target_a = "met" if a["ratio"] >= 1 / 3 else "MISSED"
+        lines += [
+            f"| (a) inbound Twilio webhooks, `agenthub serve` on SQLite | {a['hub_rps']:.0f} req/s"
+            " | |",
+            f"| (a) bare FastAPI form endpoint, same uvicorn | {a['bare_rps']:.0f} req/s | |",
+            f"| (a) hub / bare | {a['ratio']:.2f} | ≥ 0.33: {target_a} |",
+        ]
+        notes.append(
+            f"(a) median of the rounds; errors: hub {a['hub_errors']}, bare {a['bare_errors']}."
+        )
+    if b is not None:
+        ag, ws, ack = b["agent"], b["websocket"], b["ack"]
+        target_b = "met" if ag["p99"] < 50 and ag["missing"] == 0 else "MISSED"
+        lines += [
+            f"| (b) webhook → agent receipt, p50 / p99 (max) | {ag['p50']:.1f} / "
+            f"{ag['p99']:.1f} ms ({ag['max']:.1f}) | p99 < 50 ms: {target_b} |",
+            f"| (b) webhook → WebSocket `new_message`, p50 / p99 (max) | {ws['p50']:.1f} / "
+            f"{ws['p99']:.1f} ms ({ws['max']:.1f}) | |",
+            f"| (b) webhook answered (TwiML), p50 / p99 | {ack['p50']:.1f} / "
+            f"{ack['p99']:.1f} ms | |",
+        ]
+        notes.append(
+            f"(b) {b['messages']} messages at {b['rate']:.0f}/s "
+            f"(achieved {b['send_span_rate']:.0f}/s), statuses {b['statuses']}, "
+            f"missing at the agent {ag['missing']}, at the WebSocket {ws['missing']}."
+        )
+    return "\n".join([*lines, "", *notes])
+
+
+async def run(args: argparse.Namespace) -> None:
+    prefix, load_cpus = ([], None) if args.no_pin else pinning()
+    if load_cpus:
+        os.sched_setaffinity(0, load_cpus)
+    info = machine()
+    workdir = Path(tempfile.mkdtemp(prefix="agenthub-bench-"))
+    try:
+        print(
+            f"(a) throughput: {args.rounds} x {args.round_seconds:g} s per server, "
+            f"{args.connections} connections",
+            flush=True,
+        )
+        a = await throughput(args, prefix, workdir) if args.only != "latency" else None
+        print(f"(b) latency: {args.rate:g} msg/s for {args.latency_seconds:g} s", flush=True)
+        b = await latency(args, prefix, workdir) if args.only != "throughput" else None
+    except BaseException:
+        print(f"failed; the servers' logs are in {workdir}", file=sys.stderr)
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(report(info, bool(load_cpus), a, b))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "throughput": a, "latency": b}, indent=2))
+
+
+def main() -> None:
+    args = parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run(args))
+    else:
+        uvloop.run(run(args))  # a leaner event loop for the load generator
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,466 @@
+"""`whatsapp_cloud`: Meta's WhatsApp Cloud API (Graph API webhooks and `/messages`).
+
+- `GET` on the webhook URL is Meta's verification handshake: `hub.mode=subscribe` and a
+  `hub.verify_token` equal to the channel's `verify_token` → 200 with `hub.challenge` as plain
+  text; anything else → 403.
+- `POST`: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app_secret, raw body)>`. A payload
+  batches `entry[].changes[].value` objects with `messages` (stored, deduped on the `wamid`)
+  and `statuses` (sent/delivered/read/failed, with Meta's error codes kept in
+  `meta_data.error` on failure). Changes addressed to another `phone_number_id` than the
+  channel's (one Meta app may serve several numbers) are ignored.
+- Media arrive as ids; `meta_data.media[].url` points at the hub's proxy
+  (`/channels/{channel_id}/media/{media_id}`), which fetches them with the access token.
+- Outbound: `POST {base}/{version}/{phone_number_id}/messages` with `Authorization: Bearer`,
+  text (split at 4096 characters) and media by link. The Graph API version is the setting
+  `AGENTHUB_WHATSAPP_GRAPH_VERSION`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+from urllib.parse import quote
+
+import httpx2
+from fastapi import Response
+from fastapi.responses import PlainTextResponse
+
+from agenthub.models import DeliveryStatus
+from agenthub.platforms.base import (
+    ChannelContext,
+    Inbound,
+    InboundMessage,
+    MediaDownload,
+    OutboundContext,
+    SendError,
+    StatusUpdate,
+    WebhookRequest,
+)
+from agenthub.platforms.common import (
+    NAME_MAX,
+    TEXT_MAX,
+    compact,
+    ident,
+    json_ack,
+    load_json,
+    log,
+    media_proxy_url,
+    network_error,
+    number,
+    obj,
+    objs,
+    outbound_media,
+    response_json,
+    safe_parse,
+    secret_matches,
+    split_text,
+    text,
+)
+
+DEFAULT_API_BASE = "https://graph.facebook.com"
+SIGNATURE_HEADER = "x-hub-signature-256"
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+
+STATUS_MAP = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+    "failed": DeliveryStatus.FAILED,
+}
+MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
+CAPTIONED = {"image", "video", "document"}
+# Graph error codes worth retrying: rate limits, throttling and Meta's own transient failures.
+TRANSIENT_CODES = {1, 2, 4, 17, 341, 80007, 130429, 131000, 131016, 131048, 131056, 133004}
+
+
+def signature(app_secret: str, body: bytes) -> str:
+    """The `X-Hub-Signature-256` value Meta sends for `body`."""
+    digest = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+class WhatsAppCloudAdapter:
+    name = "whatsapp_cloud"
+
+    # --- inbound -------------------------------------------------------------------------------
+
+    def verify(self, request: WebhookRequest, credentials: dict[str, Any]) -> bool:
+        secret = credentials.get("app_secret")
+        given = request.headers.get(SIGNATURE_HEADER)
+        if not isinstance(secret, str) or not secret or not given:
+            return False
+        return secret_matches(given.strip().lower(), signature(secret, request.body))
+
+    def handshake(self, request: WebhookRequest, credentials: dict[str, Any]) -> Response | None:
+        challenge = request.query.get("hub.challenge")
+        token = request.query.get("hub.verify_token")
+        if (
+            request.query.get("hub.mode") == "subscribe"
+            and secret_matches(token, credentials.get("verify_token"))
+            and challenge
+            and len(challenge) <= 1024
+        ):
+            return PlainTextResponse(challenge, headers={"X-Content-Type-Options": "nosniff"})
+        return None
+
+    def parse(self, request: WebhookRequest) -> Inbound:
+        return safe_parse(self.name, lambda: self._parse(request, None))
+
+    def parse_for_channel(self, request: WebhookRequest, credentials: dict[str, Any]) -> Inbound:
+        phone_number_id = ident(credentials.get("phone_number_id"))
+        return safe_parse(self.name, lambda: self._parse(request, phone_number_id))
+
+    def _parse(self, request: WebhookRequest, phone_number_id: str | None) -> Inbound:
+        payload = obj(load_json(request.body))
+        inbound = Inbound()
+        if payload.get("object") != "whatsapp_business_account":
+            return inbound
+        for entry in objs(payload.get("entry")):
+            for change in objs(entry.get("changes")):
+                if change.get("field") != "messages":
+                    continue
+                value = obj(change.get("value"))
+                addressed_to = ident(obj(value.get("metadata")).get("phone_number_id"))
+                if phone_number_id and addressed_to and addressed_to != phone_number_id:
+                    log.info(
+                        "whatsapp_cloud: change for phone_number_id %s ignored (channel is %s)",
+                        addressed_to,
+                        phone_number_id,
+                    )
+                    continue
+                names = _contact_names(value.get("contacts"))
+                for message in objs(value.get("messages")):
+                    if parsed := self._message(request, message, names):
+                        inbound.messages.append(parsed)
+                for status in objs(value.get("statuses")):
+                    if update := _status(status):
+                        inbound.statuses.append(update)
+        return inbound
+
+    def _message(
+        self, request: WebhookRequest, message: dict[str, Any], names: dict[str, str]
+    ) -> InboundMessage | None:
+        wamid = ident(message.get("id"))
+        # `from` is the sender's WhatsApp id; username-only users carry a BSUID instead.
+        contact = ident(message.get("from")) or ident(message.get("from_user_id"))
+        kind = message.get("type")
+        if wamid is None or contact is None or not isinstance(kind, str):
+            return None
+        body = obj(message.get(kind))
+        content = ""
+        meta: dict[str, Any] = {"type": kind}
+        if kind == "text":
+            content = text(body.get("body"), TEXT_MAX) or ""
+            if not content:
+                return None
+        elif kind in MEDIA_TYPES:
+            media_id = text(body.get("id"), 255)
+            if not media_id:
+                return None
+            content = text(body.get("caption"), TEXT_MAX) or ""
+            meta["media"] = [
+                compact(
+                    {
+                        "url": media_proxy_url(request, media_id),
+                        "content_type": _mime(body.get("mime_type"), kind),
+                        "kind": "voice" if body.get("voice") is True else kind,
+                        "media_id": media_id,
+                        "filename": text(body.get("filename"), 255),
+                        "sha256": text(body.get("sha256"), 128),
+                    }
+                )
+            ]
+        elif kind == "location":
+            latitude, longitude = number(body.get("latitude")), number(body.get("longitude"))
+            if latitude is None or longitude is None:
+                return None
+            meta["location"] = compact(
+                {
+                    "latitude": latitude,
+                    "longitude": longitude,
+                    "name": text(body.get("name")),
+                    "address": text(body.get("address")),
+                    "url": text(body.get("url")),
+                }
+            )
+        elif kind == "contacts":
+            cards = [_card(card) for card in objs(message.get("contacts"))[:20]]
+            meta["contacts"] = [card for card in cards if card]
+            if not meta["contacts"]:
+                return None
+        elif kind == "interactive":
+            reply = _interactive(body)
+            if reply is None:
+                return None
+            content = reply.get("title") or reply.get("body") or ""
+            meta["interactive"] = reply
+        elif kind == "button":
+            content = text(body.get("text"), TEXT_MAX) or ""
+            meta["button"] = compact(
+                {"text": content or None, "payload": text(body.get("payload"))}
+            )
+            if not content:
+                return None
+        else:
+            # reaction, order, system, unsupported, unknown, …: acknowledged and ignored.
+            return None
+        context = obj(message.get("context"))
+        meta.update(
+            compact(
+                {
+                    "reply_to": ident(context.get("id")),
+                    "forwarded": context.get("forwarded") is True or None,
+                    "timestamp": text(message.get("timestamp"), 32),
+                }
+            )
+        )
+        return InboundMessage(
+            external_id=wamid,
+            contact_id=contact,
+            contact_name=names.get(contact),
+            content=content,
+            meta_data=meta,
+        )
+
+    def acknowledge(self) -> Response:
+        return json_ack()
+
+    # --- outbound ------------------------------------------------------------------------------
+
+    async def send(self, http: httpx2.AsyncClient, context: OutboundContext) -> str | None:
+        token, phone_number_id = _credentials(context.credentials)
+        version = context.settings.whatsapp_graph_version
+        url = (
+            f"{context.api_base_url(DEFAULT_API_BASE)}/{version}/"
+            f"{quote(phone_number_id, safe='')}/messages"
+        )
+        to = context.chat.external_id
+        content = context.message.content
+        media = outbound_media(context.message.meta_data)
+        kinds = [_outbound_kind(item) for item in media]
+        as_caption = (
+            bool(content)
+            and len(media) == 1
+            and len(content) <= CAPTION_LIMIT
+            and kinds[0] in CAPTIONED
+        )
+        bodies: list[dict[str, Any]] = []
+        if content and not as_caption:
+            bodies += [
+                {"type": "text", "text": {"body": piece, "preview_url": False}}
+                for piece in split_text(content, TEXT_LIMIT)
+            ]
+        for item, kind in zip(media, kinds, strict=True):
+            media_object = _media_ref(item, context.public_url)
+            if as_caption:
+                media_object["caption"] = content
+            if kind == "document" and isinstance(item.get("filename"), str):
+                media_object["filename"] = item["filename"]
+            bodies.append({"type": kind, kind: media_object})
+        if not bodies:
+            raise SendError("Nothing to send: no content and no media", transient=False)
+        first: str | None = None
+        for body in bodies:
+            wamid = await self._post(
+                http,
+                url,
+                token,
+                {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to} | body,
+            )
+            first = first or wamid
+        return first
+
+    async def _post(
+        self, http: httpx2.AsyncClient, url: str, token: str, body: dict[str, Any]
+    ) -> str | None:
+        try:
+            response = await http.post(
+                url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20
+            )
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise network_error(exc, redact=token) from None
+        answer = response_json(response)
+        if not response.is_success:
+            raise _graph_error(response, answer)
+        messages = objs(answer.get("messages"))
+        return ident(messages[0].get("id")) if messages else None
+
+    # --- media ---------------------------------------------------------------------------------
+
+    async def open_media(
+        self, http: httpx2.AsyncClient, context: ChannelContext, media_id: str
+    ) -> MediaDownload:
+        """`GET /{version}/{media_id}` gives a short-lived URL, itself fetched with the token."""
+        token, _ = _credentials(context.credentials)
+        version = context.settings.whatsapp_graph_version
+        base = context.api_base_url(DEFAULT_API_BASE)
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            response = await http.get(
+                f"{base}/{version}/{quote(media_id, safe='')}", headers=headers, timeout=20
+            )
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise network_error(exc, redact=token) from None
+        info = response_json(response)
+        if not response.is_success:
+            raise _graph_error(response, info)
+        url = info.get("url")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise SendError("Meta gave no media URL", transient=False, status_code=404)
+        try:
+            download = await http.send(
+                http.build_request("GET", url, headers=headers, timeout=60), stream=True
+            )
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise network_error(exc, redact=token) from None
+        if not download.is_success:
+            await download.aclose()
+            raise SendError(
+                f"media download failed with HTTP {download.status_code}",
+                transient=download.status_code >= 500,
+                status_code=download.status_code,
+            )
+        content_type = text(info.get("mime_type"), 255) or str(
+            download.headers.get("content-type", "application/octet-stream")
+        )
+        return MediaDownload(response=download, content_type=content_type)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _credentials(credentials: dict[str, Any]) -> tuple[str, str]:
+    token, phone_number_id = credentials.get("access_token"), credentials.get("phone_number_id")
+    if not isinstance(token, str) or not token or not isinstance(phone_number_id, str):
+        raise SendError("The channel has no access_token or phone_number_id", transient=False)
+    return token, phone_number_id
+
+
+def _graph_error(response: httpx2.Response, answer: dict[str, Any]) -> SendError:
+    """Graph API errors: `{"error": {"message", "type", "code", "error_subcode",
+    "error_data": {"details"}, "fbtrace_id"}}`."""
+    error = obj(answer.get("error"))
+    code = error.get("code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        code = None
+    message = text(error.get("message")) or response.text[:500] or response.reason_phrase
+    details = text(obj(error.get("error_data")).get("details"))
+    if details and details != message:
+        message = f"{message}: {details}"
+    transient = (
+        response.status_code == 429 or response.status_code >= 500 or code in TRANSIENT_CODES
+    )
+    return SendError(message, transient=transient, code=code, status_code=response.status_code)
+
+
+def _contact_names(contacts: Any) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for contact in objs(contacts):
+        name = text(obj(contact.get("profile")).get("name"), NAME_MAX)
+        for key in ("wa_id", "user_id"):
+            if name and (contact_id := ident(contact.get(key))):
+                names[contact_id] = name
+    return names
+
+
+def _status(status: dict[str, Any]) -> StatusUpdate | None:
+    wamid = ident(status.get("id"))
+    value = status.get("status")
+    mapped = STATUS_MAP.get(value) if isinstance(value, str) else None
+    if wamid is None or mapped is None:
+        return None
+    error = None
+    errors = objs(status.get("errors"))
+    if errors:
+        first = errors[0]
+        error = compact(
+            {
+                "code": first.get("code") if isinstance(first.get("code"), int) else None,
+                "title": text(first.get("title")),
+                "detail": text(first.get("message"))
+                or text(obj(first.get("error_data")).get("details")),
+                "details": text(obj(first.get("error_data")).get("details")),
+            }
+        )
+    elif mapped == DeliveryStatus.FAILED:
+        error = {"detail": "failed (no reason given)"}
+    return StatusUpdate(wamid, mapped, error)
+
+
+def _mime(value: Any, kind: str) -> str:
+    mime = text(value, 255)
+    if mime and "/" in mime:
+        return mime.split(";")[0].strip()
+    return {
+        "image": "image/jpeg",
+        "audio": "audio/ogg",
+        "video": "video/mp4",
+        "sticker": "image/webp",
+    }.get(kind, "application/octet-stream")
+
+
+def _card(card: dict[str, Any]) -> dict[str, Any] | None:
+    name = text(obj(card.get("name")).get("formatted_name"), NAME_MAX)
+    phones = [
+        compact({"phone": text(phone.get("phone"), 64), "wa_id": ident(phone.get("wa_id"))})
+        for phone in objs(card.get("phones"))[:10]
+    ]
+    phones = [phone for phone in phones if phone]
+    if not name and not phones:
+        return None
+    return compact({"name": name, "phones": phones or None})
+
+
+def _interactive(body: dict[str, Any]) -> dict[str, Any] | None:
+    kind = body.get("type")
+    if kind in ("button_reply", "list_reply"):
+        reply = obj(body.get(kind))
+        reply_id, title = text(reply.get("id")), text(reply.get("title"), TEXT_MAX)
+        if not reply_id and not title:
+            return None
+        return compact(
+            {
+                "type": kind,
+                "id": reply_id,
+                "title": title,
+                "description": text(reply.get("description")),
+            }
+        )
+    if kind == "nfm_reply":  # a WhatsApp Flow's answer
+        reply = obj(body.get(kind))
+        return compact(
+            {
+                "type": kind,
+                "name": text(reply.get("name")),
+                "body": text(reply.get("body"), TEXT_MAX),
+                "response_json": text(reply.get("response_json"), 16_384),
+            }
+        )
+    return None
+
+
+def _outbound_kind(item: dict[str, Any]) -> str:
+    kind = item.get("kind")
+    if kind == "voice":
+        return "audio"
+    if isinstance(kind, str) and kind in MEDIA_TYPES:
+        return kind
+    content_type = str(item.get("content_type") or "").lower()
+    for prefix in ("image", "audio", "video"):
+        if content_type.startswith(prefix + "/"):
+            return prefix
+    return "document"
+
+
+def _media_ref(item: dict[str, Any], public_url: str) -> dict[str, Any]:
+    """Meta fetches a `link` itself; a media id it already has goes as `id` (the hub's own
+    media proxy needs a bearer token Meta does not have)."""
+    url = item.get("url")
+    media_id = item.get("media_id")
+    if isinstance(url, str) and not url.startswith(f"{public_url}/channels/"):
+        return {"link": url}
+    if isinstance(media_id, str) and media_id:
+        return {"id": media_id}
+    return {"link": str(url)}

@@ -1,0 +1,187 @@
+"""Production jobs: Celery workers on Redis run the same work pass as the in-process runner.
+
+The database holds all due work, so a Celery task is only "look now": `agenthub.run_due_work`.
+It is sent when a request commits new work (`CeleryJobRunner.wake`), by the beat every
+`job_sweep_seconds` (the sweep that catches lost wake-ups and crashed workers' leases), and as
+a short follow-up when something falls due sooner than the next sweep. No task ever waits out a
+buffer window or a retry backoff in Redis (a long countdown outlives the broker's visibility
+timeout and runs twice); due times stay in the database.
+
+Celery cannot run `async def` tasks, so each worker process keeps one event loop and one Hub for
+its whole life (created at `worker_process_init`), and task bodies run the async handlers on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from agenthub.models import utcnow
+from agenthub.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+TASK_NAME = "agenthub.run_due_work"
+FOLLOW_UP_KEY = "agenthub:follow-up"
+
+
+def create_celery(settings: Settings) -> Celery:
+    assert settings.redis_url, "Celery needs AGENTHUB_REDIS_URL"
+    app = Celery("agenthub", broker=settings.redis_url)
+    app.conf.update(
+        task_ignore_result=True,
+        task_default_queue=settings.celery_queue,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        # Wake-ups are idempotent and cheap: one lost in a crash is caught by the next sweep.
+        task_acks_late=False,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep": {"task": TASK_NAME, "schedule": timedelta(seconds=settings.job_sweep_seconds)}
+        },
+        beat_schedule_filename=str(Path(tempfile.gettempdir()) / "agenthub-celerybeat-schedule"),
+    )
+    app.task(name=TASK_NAME)(_run_due_work_task)
+    return app
+
+
+class _WorkerState:
+    loop: asyncio.AbstractEventLoop | None = None
+    hub: Any = None
+
+
+def _worker_hub() -> tuple[asyncio.AbstractEventLoop, Any]:
+    if _WorkerState.loop is None:
+        _start_worker_process()
+    assert _WorkerState.loop is not None
+    return _WorkerState.loop, _WorkerState.hub
+
+
+@worker_process_init.connect
+def _start_worker_process(**_: Any) -> None:
+    from agenthub.app import build_production_hub
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    _WorkerState.loop = loop
+    _WorkerState.hub = loop.run_until_complete(build_production_hub(get_settings(), worker=True))
+
+
+@worker_process_shutdown.connect
+def _stop_worker_process(**_: Any) -> None:
+    if _WorkerState.loop is not None and _WorkerState.hub is not None:
+        _WorkerState.loop.run_until_complete(_WorkerState.hub.close())
+
+
+def _run_due_work_task() -> None:
+    from agenthub.delivery.engine import run_due_work
+
+    loop, hub = _worker_hub()
+    # Work this pass creates (a reply to send, the next batch) wakes the runner: handle it
+    # here and now rather than through the broker.
+    for _ in range(20):
+        hub.jobs.woken = False
+        next_due = loop.run_until_complete(run_due_work(hub, utcnow(), wait=True))
+        if not hub.jobs.woken:
+            break
+    if next_due is not None:
+        loop.run_until_complete(follow_up(hub, next_due))
+
+
+_FOLLOW_UP = """
+local stored = redis.call('GET', KEYS[1])
+if stored and tonumber(stored) <= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+async def follow_up(hub: Any, next_due: Any) -> None:
+    """One extra pass at `next_due` when that comes before the next sweep — unless an earlier
+    one is already scheduled anywhere in the cluster."""
+    delay = max((next_due - utcnow()).total_seconds(), 0.0)
+    if delay >= hub.settings.job_sweep_seconds:
+        return
+    due_ms = int(next_due.timestamp() * 1000)
+    try:
+        scheduled = await hub.jobs.redis.eval(
+            _FOLLOW_UP, 1, FOLLOW_UP_KEY, due_ms, int(delay * 1000) + 1
+        )
+    except Exception:
+        return  # Redis away: the sweep still comes
+    if scheduled:
+        await asyncio.to_thread(hub.jobs.app.send_task, TASK_NAME, countdown=delay)
+
+
+class WorkerJobRunner:
+    """`JobRunner` inside a Celery worker: a wake-up means "run another pass before returning"."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        import redis.asyncio as redis
+
+        self.app = app
+        self.redis = redis.from_url(settings.redis_url or "", socket_timeout=5)
+        self.woken = False
+
+    def wake(self) -> None:
+        self.woken = True
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.redis.aclose()
+
+
+class CeleryJobRunner:
+    """`JobRunner` for serve processes and workers: wake-ups become Celery tasks.
+
+    Sends happen in a thread (kombu is blocking) from one background task, so a burst of
+    wake-ups costs one publish, and the event loop never blocks on the broker.
+    """
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self._app = app
+        self._settings = settings
+        self._woken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._send_wakes(), name="agenthub-celery-wake")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _send_wakes(self) -> None:
+        while True:
+            await self._woken.wait()
+            self._woken.clear()
+            try:
+                await asyncio.to_thread(self._app.send_task, TASK_NAME)
+            except Exception:
+                log.warning("wake-up not sent (broker unavailable); the sweep will catch up")
+                await asyncio.sleep(0.5)
+
+
+def run_worker(settings: Settings, *, concurrency: int, queues: str, beat: bool) -> None:
+    """`agenthub worker`: a Celery worker (prefork) with the periodic sweep embedded (`-B`).
+
+    Several workers each running the sweep is harmless: a sweep only says "look now"."""
+    app = create_celery(settings)
+    argv = ["worker", f"--concurrency={concurrency}", f"--queues={queues}", "--loglevel=INFO"]
+    if beat:
+        argv.append("--beat")
+    app.worker_main(argv)
