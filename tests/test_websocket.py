@@ -477,11 +477,6 @@ async def test_agent_delivery_failed_event(
             assert updated["chat_id"] == chat["id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the socket checks the token only at the handshake; a token revoked "
-    "(or a user deactivated, or a channel grant withdrawn) later keeps receiving events",
-)
 async def test_revoked_token_stops_the_stream(
     live: str, http: httpx2.AsyncClient, admin: Caller, make_user: Any
 ) -> None:

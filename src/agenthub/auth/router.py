@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from agenthub.auth import service
 from agenthub.auth.schemas import LoginIn, LoginOut, SignupIn, UserCreate, UserOut, UserUpdate
+from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -35,9 +36,10 @@ async def login(data: LoginIn, session: SessionDep, hub: HubDep) -> LoginOut:
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(principal: CurrentPrincipal, session: SessionDep) -> None:
-    """Revoke the token this request carries."""
+async def logout(principal: CurrentPrincipal, session: SessionDep, hub: HubDep) -> None:
+    """Revoke the token this request carries (open WebSockets on it are closed)."""
     await service.logout(session, principal)
+    publish_after_commit(session, hub, access_changed(principal.id))
 
 
 @router.get("/me", response_model=UserOut)
@@ -69,15 +71,18 @@ async def get_user(user_id: str, caller: CurrentUser, session: SessionDep) -> ob
 
 @router.patch("/users/{user_id}", response_model=UserOut)
 async def update_user(
-    user_id: str, data: UserUpdate, caller: CurrentUser, session: SessionDep
+    user_id: str, data: UserUpdate, caller: CurrentUser, session: SessionDep, hub: HubDep
 ) -> object:
     """Change a user (admin). A member may change its own username, email and password only."""
     service.ensure_may_manage(caller, user_id)
     user = await service.get_user(session, user_id)
-    return await service.update_user(session, caller, user, data)
+    updated = await service.update_user(session, caller, user, data)
+    publish_after_commit(session, hub, access_changed(user.id))
+    return updated
 
 
 @router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_user(user_id: str, _: AdminUser, session: SessionDep) -> None:
+async def delete_user(user_id: str, _: AdminUser, session: SessionDep, hub: HubDep) -> None:
     """Delete a user and its tokens (admin). The last active admin cannot be deleted."""
     await service.delete_user(session, await service.get_user(session, user_id))
+    publish_after_commit(session, hub, access_changed(user_id))

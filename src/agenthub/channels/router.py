@@ -11,6 +11,7 @@ from agenthub.auth.router import Limit, Offset
 from agenthub.auth.schemas import UserOut
 from agenthub.channels import service
 from agenthub.channels.schemas import ChannelCreate, ChannelCreated, ChannelOut, ChannelUpdate
+from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
 from agenthub.uow import commit
 
@@ -116,12 +117,18 @@ async def list_members(channel_id: str, _: AdminUser, session: SessionDep) -> ob
 
 
 @router.post("/{channel_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def add_member(channel_id: str, user_id: str, _: AdminUser, session: SessionDep) -> None:
+async def add_member(
+    channel_id: str, user_id: str, _: AdminUser, session: SessionDep, hub: HubDep
+) -> None:
     """Grant a member access to the channel, its chats and messages (admin)."""
     await service.add_member(session, await service.get_channel(session, channel_id), user_id)
+    publish_after_commit(session, hub, access_changed(user_id))
 
 
 @router.delete("/{channel_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def remove_member(channel_id: str, user_id: str, _: AdminUser, session: SessionDep) -> None:
-    """Withdraw a member's access (admin)."""
+async def remove_member(
+    channel_id: str, user_id: str, _: AdminUser, session: SessionDep, hub: HubDep
+) -> None:
+    """Withdraw a member's access (admin); its open WebSockets stop getting the channel."""
     await service.remove_member(session, await service.get_channel(session, channel_id), user_id)
+    publish_after_commit(session, hub, access_changed(user_id))

@@ -250,8 +250,10 @@ async def create_channel(session: AsyncSession, hub: Hub, data: ChannelCreate) -
 
 
 async def _check_config_urls(hub: Hub, config: dict[str, Any]) -> None:
-    if callback_url := config.get("callback_url"):
-        await ensure_public_url(callback_url, allow_private=hub.settings.private_agent_urls_allowed)
+    """The hub will call these URLs: the SSRF guard applies to them as to agent URLs."""
+    for key in ("callback_url", "api_base_url"):
+        if url := config.get(key):
+            await ensure_public_url(url, allow_private=hub.settings.private_agent_urls_allowed)
 
 
 async def list_channels(

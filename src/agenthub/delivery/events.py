@@ -61,6 +61,15 @@ def delivery_failed(chat: Chat, delivery: AgentDelivery) -> dict[str, Any]:
     }
 
 
+ACCESS_CHANGED = "access_changed"
+
+
+def access_changed(user_id: str | None) -> dict[str, Any]:
+    """Internal (never sent to clients): open WebSockets of `user_id` (None: of everyone)
+    re-check their token and channel grants before forwarding anything newer."""
+    return {"type": ACCESS_CHANGED, "channel_id": None, "user_id": user_id}
+
+
 def publish_after_commit(session: AsyncSession, hub: Hub, event: dict[str, Any]) -> None:
     after_commit(session, lambda: hub.events.publish(event))
 

@@ -164,9 +164,10 @@ async def apply_status(
     )
     if message is None:
         return False
-    if error and status == DeliveryStatus.FAILED:
+    advanced = await _advance(session, hub, message, status)
+    if advanced and error and status == DeliveryStatus.FAILED:
         message.meta_data = {**message.meta_data, "error": error}
-    return await _advance(session, hub, message, status)
+    return advanced
 
 
 async def next_send_time(session: AsyncSession) -> datetime | None:

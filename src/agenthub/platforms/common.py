@@ -106,7 +106,9 @@ def secret_matches(given: str | None, expected: Any) -> bool:
     non-ASCII characters, which `compare_digest` refuses in `str`)."""
     if not given or not isinstance(expected, str) or not expected:
         return False
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def safe_parse(name: str, parse: Callable[[], Inbound]) -> Inbound:

@@ -10,10 +10,11 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from sqlalchemy import select
 
+from agenthub.delivery.events import ACCESS_CHANGED
 from agenthub.deps import Principal, authenticate
 from agenthub.errors import Unauthorized
 from agenthub.hub import Hub
-from agenthub.models import ChannelMember
+from agenthub.models import ChannelMember, utcnow
 
 router = APIRouter()
 
@@ -81,8 +82,9 @@ async def websocket_events(
     visibility = _Visibility(await _readable_channels(hub, principal))
     await websocket.accept()
     socket = _Socket(websocket)
+    access = _Access(hub, token or "", principal, visibility)
     async with hub.events.subscribe(last_event_id) as stream:
-        sender = asyncio.create_task(_forward(socket, stream, visibility))
+        sender = asyncio.create_task(_forward(socket, stream, access))
         try:
             await _read_commands(socket, visibility)
         finally:
@@ -91,12 +93,53 @@ async def websocket_events(
                 await sender
 
 
-async def _forward(socket: _Socket, stream: Any, visibility: _Visibility) -> None:
+class _Access:
+    """The socket's right to its events, re-checked whenever access may have changed.
+
+    Revoking a token, deactivating or demoting a user and changing channel grants publish an
+    `access_changed` event on the same bus (never forwarded to clients). Because the bus is
+    ordered, the socket re-checks before it forwards anything published after the change:
+    a user loses its stream "at once" (contract §2) without a database query per event.
+    """
+
+    def __init__(self, hub: Hub, token: str, principal: Principal, visibility: _Visibility) -> None:
+        self.hub = hub
+        self.token = token
+        self.principal = principal
+        self.visibility = visibility
+
+    def concerns_me(self, event: dict[str, Any]) -> bool:
+        user_id = event.get("user_id")
+        return user_id is None or user_id == self.principal.id
+
+    def expired(self) -> bool:
+        expires_at = self.principal.token.expires_at
+        return expires_at is not None and expires_at <= utcnow()
+
+    async def still_valid(self) -> bool:
+        principal = await _principal(self.hub, self.token)
+        if principal is None:
+            return False
+        self.principal = principal
+        self.visibility.readable = await _readable_channels(self.hub, principal)
+        return True
+
+
+async def _forward(socket: _Socket, stream: Any, access: _Access) -> None:
     async for event in stream:
-        if visibility.allows(event.get("channel_id")):
+        if event.get("type") == ACCESS_CHANGED:
+            if access.concerns_me(event) and not await access.still_valid():
+                break
+            continue
+        if access.expired():
+            break
+        if access.visibility.allows(event.get("channel_id")):
             await socket.send(event)
-    # The bus cut this subscriber off (it fell too far behind): the client reconnects.
-    await socket.websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
+    else:
+        # The bus cut this subscriber off (it fell too far behind): the client reconnects.
+        await socket.websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
+        return
+    await socket.websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="access revoked")
 
 
 async def _read_commands(socket: _Socket, visibility: _Visibility) -> None:

@@ -5,6 +5,11 @@ then `XADD` the event under stream id `<event_id>-1` with `MAXLEN ~ buffer_size`
 runs one reader (`XREAD BLOCK`) that fans events out to its local subscribers, and replays from
 the stream for `last_event_id`. Unlike pub/sub, a reader that reconnects after Redis was away
 continues from the last id it saw, so it misses nothing the stream still holds.
+
+A Redis that keeps nothing on disk comes back from a restart without the stream and the counter.
+The counter then starts again from Redis's clock in microseconds (not from 1), so event ids keep
+increasing across the restart: readers positioned at the old ids read on, and dashboards'
+`last_event_id` stays meaningful.
 """
 
 from __future__ import annotations
@@ -24,9 +29,14 @@ from agenthub.runtime.events import Event, _Subscriber
 
 log = logging.getLogger(__name__)
 
+# Lua numbers are doubles printed with 14 digits: format ids with %d, never with `..` alone.
 _PUBLISH = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+end
 local id = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id .. '-1', 'e', ARGV[1])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], string.format('%d', id) .. '-1', 'e', ARGV[1])
 return id
 """
 
@@ -40,6 +50,20 @@ def _decode(stream_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
     event: Event = json.loads(fields[b"e"])
     event["event_id"] = _event_id(stream_id)
     return event
+
+
+class _StreamSubscriber(_Subscriber):
+    """Takes only events newer than the last it took: the replay and the live reader may both
+    bring an event around the seam, and a new subscriber must not get events older than itself."""
+
+    floor: int | None = None
+
+    def offer(self, event: Event) -> None:
+        event_id = event["event_id"]
+        if self.floor is not None and event_id <= self.floor:
+            return
+        self.floor = event_id
+        super().offer(event)
 
 
 class RedisStreamEventBus:
@@ -62,6 +86,10 @@ class RedisStreamEventBus:
         self._last_seen = "$"
 
     async def start(self) -> None:
+        # Where reading starts is fixed now, not whenever the reader task first runs: an event
+        # published right after start must reach this process's subscribers.
+        with contextlib.suppress(RedisError):
+            self._last_seen = await self._current_last_id()
         self._reader = asyncio.create_task(self._read_forever(), name="agenthub-events")
 
     async def stop(self) -> None:
@@ -71,6 +99,8 @@ class RedisStreamEventBus:
                 await self._reader
         for subscriber in self._subscribers:
             subscriber.overflowed = True
+            if not subscriber.queue.full():
+                subscriber.queue.put_nowait(None)
         await self._redis.aclose()
 
     async def publish(self, event: Event) -> Event:
@@ -101,10 +131,10 @@ class RedisStreamEventBus:
                     {self._stream: self._last_seen}, block=5000, count=500
                 )
                 delay = 0.1
-            except RedisError:
-                log.warning("event reader lost Redis; retrying in %.1fs", delay)
+            except Exception:  # RedisError, or anything else: the reader must never die
+                log.warning("event reader lost Redis; retrying in %.1fs", delay, exc_info=True)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)
                 continue
             for _stream, messages in entries or []:
                 for stream_id, fields in messages:
@@ -130,31 +160,36 @@ class RedisStreamEventBus:
     async def subscribe(
         self, last_event_id: int | None = None
     ) -> AsyncIterator[AsyncIterator[Event]]:
-        subscriber = _Subscriber(self._subscriber_queue)
+        subscriber = _StreamSubscriber(self._subscriber_queue)
         self._subscribers.add(subscriber)
         try:
-            if last_event_id is not None:
-                await self._replay(subscriber, last_event_id)
+            await self._catch_up(subscriber, last_event_id)
             yield subscriber.__aiter__()
         finally:
             self._subscribers.discard(subscriber)
 
-    async def _replay(self, subscriber: _Subscriber, last_event_id: int) -> None:
-        """Events after `last_event_id` still in the stream, queued ahead of live ones (the
-        live reader may deliver an event twice around the seam: skip what was replayed)."""
+    async def _catch_up(self, subscriber: _StreamSubscriber, last_event_id: int | None) -> None:
+        """Queue the events after `last_event_id` still in the stream ahead of the live ones
+        the reader brought meanwhile; without `last_event_id`, only events newer than the
+        stream's newest now. The subscriber's floor drops whatever both bring."""
         try:
-            entries: list[Any] = await self._redis.xrange(self._stream, min=f"({last_event_id}-1")
+            if last_event_id is None:
+                newest: list[Any] = await self._redis.xrevrange(self._stream, count=1)
+                replayed = []
+                floor = _event_id(newest[0][0]) if newest else 0
+            else:
+                entries: list[Any] = await self._redis.xrange(
+                    self._stream, min=f"({last_event_id}-1"
+                )
+                replayed = [_decode(stream_id, fields) for stream_id, fields in entries]
+                floor = last_event_id
         except RedisError:
-            return
-        replayed = [_decode(stream_id, fields) for stream_id, fields in entries]
-        if not replayed:
-            return
-        newest = replayed[-1]["event_id"]
-        # Move live events already queued behind the replay, dropping the overlap.
+            return  # Redis away: live events only, as the reader brings them
         live = []
         while not subscriber.queue.empty():
             item = subscriber.queue.get_nowait()
-            if item is not None and item["event_id"] > newest:
+            if item is not None:
                 live.append(item)
+        subscriber.floor = floor
         for event in [*replayed, *live]:
             subscriber.offer(event)
