@@ -242,6 +242,8 @@ def pingpong(
     from agenthub.pingpong import serve as serve_pingpong
 
     secret = _check_whsec(secret)
+    if hub and not token:
+        typer.secho("--hub is used only with --token; replying inline", fg=typer.colors.YELLOW)
     mode = "replies through the API" if token else "replies inline"
     typer.echo(f"pingpong agent listening on http://127.0.0.1:{port}/ ({mode})")
     typer.echo("Use that URL as the agent's webhook_url. Ctrl-C stops it.")

@@ -46,7 +46,8 @@ def reply_target(payload: dict[str, Any], hub_url: str | None) -> str | None:
     """Where to POST the reply: the delivery's `reply_url`, else `<hub>/chats/<id>/messages`."""
     if payload.get("reply_url"):
         return str(payload["reply_url"])
-    chat_id = (payload.get("chat") or {}).get("id")
+    chat = payload.get("chat")
+    chat_id = chat.get("id") if isinstance(chat, dict) else None
     if hub_url and chat_id:
         return f"{hub_url.rstrip('/')}/chats/{chat_id}/messages"
     return None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.agents.schemas import AgentCreate, AgentUpdate, TokenCreate
 from agenthub.errors import NotFound
 from agenthub.hub import Hub
-from agenthub.models import Agent, ApiToken, utcnow
+from agenthub.models import Agent, ApiToken, Chat, ChatAgentLink, utcnow
 from agenthub.netguard import ensure_public_url
 from agenthub.security import hash_token, new_token, new_webhook_secret
 
@@ -51,10 +51,29 @@ async def update_agent(session: AsyncSession, hub: Hub, agent: Agent, data: Agen
         await ensure_public_url(
             changes["webhook_url"], allow_private=hub.settings.private_agent_urls_allowed
         )
+    if changes.get("is_active") is True and not agent.is_active:
+        await _resume_from_now(session, agent)
     for field, value in changes.items():
         setattr(agent, field, value)
     await session.flush()
     return agent
+
+
+async def _resume_from_now(session: AsyncSession, agent: Agent) -> None:
+    """A re-activated agent starts with the next contact message of each chat, as a resumed
+    chat link does: what was said while it was off comes as history, not as new messages."""
+    await session.execute(
+        update(ChatAgentLink)
+        .where(ChatAgentLink.agent_id == agent.id)
+        .values(
+            delivered_seq=select(Chat.message_seq)
+            .where(Chat.id == ChatAgentLink.chat_id)
+            .scalar_subquery(),
+            waiting_since=None,
+            last_arrival_at=None,
+            due_at=None,
+        )
+    )
 
 
 async def delete_agent(session: AsyncSession, agent: Agent) -> None:

@@ -169,7 +169,7 @@ class Outcome:
     @property
     def retryable(self) -> bool:
         code = self.status_code
-        return code is None or code == 429 or code >= 500 or code == 408
+        return code is None or code == 429 or code >= 500
 
 
 async def attempt_delivery(hub: Hub, claim: ClaimedAttempt) -> None:

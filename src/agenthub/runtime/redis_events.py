@@ -23,7 +23,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agenthub.runtime.events import Event, _Subscriber
 
@@ -75,8 +79,16 @@ class RedisStreamEventBus:
         buffer_size: int = 1000,
         subscriber_queue: int = 1000,
     ) -> None:
-        # Typed loosely: redis-py's stubs type replies as bytes | str | int unions.
-        self._redis: Any = redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        # Typed loosely: redis-py's stubs type replies as bytes | str | int unions. Clients from
+        # a URL get no retries: after Redis restarts, each pooled connection would fail its
+        # next command once (a replay that returns nothing). Retry on a fresh connection.
+        self._redis: Any = redis.from_url(
+            url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         self._stream = stream
         self._counter = f"{stream}:last_id"
         self._buffer_size = buffer_size
