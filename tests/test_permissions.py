@@ -141,6 +141,10 @@ MATRIX: tuple[Row, ...] = (
     row("GET /channels/{channel_id}/members",               200, 403, 403, 403, 403),
     row("POST /channels/{channel_id}/members/{user_id}",    204, 403, 403, 403, 403),
     row("GET /channels/{channel_id}/chats",                 200, 200, 404, 403, 403),
+    row("GET /channels/{channel_id}/media/{media_id}",      400, 400, 404, 400, 404,
+        note="api channel: no media proxy", media_id="file-1"),
+    row("POST /channels/{channel_id}/register-webhook",     400, 403, 403, 403, 403,
+        note="api channel: configured by hand"),
     # -- chats, messages, agent links ----------------------------------------------------
     row("GET /chats/{chat_id}",                             200, 200, 404, 200, 404),
     row("PATCH /chats/{chat_id}",                           200, 200, 404, 403, 403,
@@ -155,6 +159,8 @@ MATRIX: tuple[Row, ...] = (
         body={"active": False}),
     row("GET /chats/{chat_id}/deliveries",                  200, 403, 403, 403, 403),
     # -- inbound webhooks: only the platform's signature counts, never a bearer token ----
+    row("GET /webhooks/{platform}/{channel_id}",            405, 405, 405, 405, 405,
+        note="api has no handshake", locked_out=405),
     row("POST /webhooks/{platform}/{channel_id}",           403, 403, 403, 403, 403,
         note="unsigned", body=INBOUND, locked_out=403),
     row("POST /webhooks/{platform}/{channel_id}/status",    403, 403, 403, 403, 403,

@@ -74,7 +74,11 @@ def fake_bot_api() -> FakePlatform:
             return Reply(200, json={"ok": True, "result": result})
         if name == "getFile":
             if not str(params.get("file_id", "")).startswith("AgAC"):
-                error = {"ok": False, "error_code": 400, "description": "Bad Request: invalid file_id"}
+                error = {
+                    "ok": False,
+                    "error_code": 400,
+                    "description": "Bad Request: invalid file_id",
+                }
                 return Reply(400, json=error)
             result = {
                 "file_id": params["file_id"],
@@ -130,11 +134,19 @@ async def channel(
 update_ids = itertools.count(100000001)
 message_ids = itertools.count(42)
 
-ANA = {"id": CHAT_ID, "is_bot": False, "first_name": "Ana", "last_name": "Lima", "language_code": "pt"}
+ANA = {
+    "id": CHAT_ID,
+    "is_bot": False,
+    "first_name": "Ana",
+    "last_name": "Lima",
+    "language_code": "pt",
+}
 PRIVATE_CHAT = {"id": CHAT_ID, "first_name": "Ana", "last_name": "Lima", "type": "private"}
 
 
-def update(message_id: int | None = None, chat: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+def update(
+    message_id: int | None = None, chat: dict[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
     """A `message` update; `fields` are the message's content fields."""
     message = {
         "message_id": message_id if message_id is not None else next(message_ids),
@@ -148,9 +160,27 @@ def update(message_id: int | None = None, chat: dict[str, Any] | None = None, **
 
 def photo_sizes(prefix: str = "AgACAgQAAxkBAAIBc2") -> list[dict[str, Any]]:
     return [
-        {"file_id": f"{prefix}small", "file_unique_id": "AQADs", "width": 90, "height": 67, "file_size": 1200},
-        {"file_id": f"{prefix}large", "file_unique_id": "AQADl", "width": 1280, "height": 960, "file_size": 98000},
-        {"file_id": f"{prefix}medium", "file_unique_id": "AQADm", "width": 320, "height": 240, "file_size": 12000},
+        {
+            "file_id": f"{prefix}small",
+            "file_unique_id": "AQADs",
+            "width": 90,
+            "height": 67,
+            "file_size": 1200,
+        },
+        {
+            "file_id": f"{prefix}large",
+            "file_unique_id": "AQADl",
+            "width": 1280,
+            "height": 960,
+            "file_size": 98000,
+        },
+        {
+            "file_id": f"{prefix}medium",
+            "file_unique_id": "AQADm",
+            "width": 320,
+            "height": 240,
+            "file_size": 12000,
+        },
     ]
 
 
@@ -228,7 +258,9 @@ async def wait_status(
 
 
 def sends(fake: FakePlatform) -> list[Recorded]:
-    return [r for r in fake.requests(METHOD_PATH, "POST") if r.path.rsplit("/", 1)[1] in SEND_METHODS]
+    return [
+        r for r in fake.requests(METHOD_PATH, "POST") if r.path.rsplit("/", 1)[1] in SEND_METHODS
+    ]
 
 
 # --- inbound ------------------------------------------------------------------------------------
@@ -258,7 +290,9 @@ async def test_same_message_id_in_another_chat_is_another_message(
 ) -> None:
     other_chat = {"id": 555000111, "first_name": "Bia", "type": "private"}
     assert_ack(await post_update(client, channel, update(message_id=7, text="one")))
-    assert_ack(await post_update(client, channel, update(message_id=7, chat=other_chat, text="two")))
+    assert_ack(
+        await post_update(client, channel, update(message_id=7, chat=other_chat, text="two"))
+    )
     chats = await chats_of(client, admin, channel)
     assert sorted(c["external_id"] for c in chats) == sorted([str(CHAT_ID), "555000111"])
 
@@ -292,27 +326,72 @@ MEDIA_CASES = [
         id="photo-largest-size",
     ),
     pytest.param(
-        {"voice": {"file_id": "AwACvoice1", "file_unique_id": "AgADv", "duration": 4, "mime_type": "audio/ogg", "file_size": 9000}},
+        {
+            "voice": {
+                "file_id": "AwACvoice1",
+                "file_unique_id": "AgADv",
+                "duration": 4,
+                "mime_type": "audio/ogg",
+                "file_size": 9000,
+            }
+        },
         "",
         {"kind": "voice", "file_id": "AwACvoice1", "content_type": "audio/ogg", "duration": 4},
         id="voice",
     ),
     pytest.param(
-        {"audio": {"file_id": "CQACaudio1", "file_unique_id": "AgADa", "duration": 180, "mime_type": "audio/mpeg", "file_name": "song.mp3"}},
+        {
+            "audio": {
+                "file_id": "CQACaudio1",
+                "file_unique_id": "AgADa",
+                "duration": 180,
+                "mime_type": "audio/mpeg",
+                "file_name": "song.mp3",
+            }
+        },
         "",
-        {"kind": "audio", "file_id": "CQACaudio1", "content_type": "audio/mpeg", "file_name": "song.mp3"},
+        {
+            "kind": "audio",
+            "file_id": "CQACaudio1",
+            "content_type": "audio/mpeg",
+            "file_name": "song.mp3",
+        },
         id="audio",
     ),
     pytest.param(
-        {"video": {"file_id": "BAACvideo1", "file_unique_id": "AgADd", "width": 640, "height": 360, "duration": 12, "mime_type": "video/mp4"}, "caption": "look"},
+        {
+            "video": {
+                "file_id": "BAACvideo1",
+                "file_unique_id": "AgADd",
+                "width": 640,
+                "height": 360,
+                "duration": 12,
+                "mime_type": "video/mp4",
+            },
+            "caption": "look",
+        },
         "look",
         {"kind": "video", "file_id": "BAACvideo1", "content_type": "video/mp4"},
         id="video",
     ),
     pytest.param(
-        {"document": {"file_id": "BQACdoc1", "file_unique_id": "AgADo", "file_name": "invoice.pdf", "mime_type": "application/pdf", "file_size": 52000}, "caption": "invoice"},
+        {
+            "document": {
+                "file_id": "BQACdoc1",
+                "file_unique_id": "AgADo",
+                "file_name": "invoice.pdf",
+                "mime_type": "application/pdf",
+                "file_size": 52000,
+            },
+            "caption": "invoice",
+        },
         "invoice",
-        {"kind": "document", "file_id": "BQACdoc1", "content_type": "application/pdf", "file_name": "invoice.pdf"},
+        {
+            "kind": "document",
+            "file_id": "BQACdoc1",
+            "content_type": "application/pdf",
+            "file_name": "invoice.pdf",
+        },
         id="document",
     ),
     pytest.param(
@@ -322,19 +401,46 @@ MEDIA_CASES = [
         id="document-without-mime-type",
     ),
     pytest.param(
-        {"animation": {"file_id": "CgACanim", "file_unique_id": "AgADn", "width": 320, "height": 240, "duration": 2, "mime_type": "video/mp4"}, "document": {"file_id": "CgACanim", "file_unique_id": "AgADn"}},
+        {
+            "animation": {
+                "file_id": "CgACanim",
+                "file_unique_id": "AgADn",
+                "width": 320,
+                "height": 240,
+                "duration": 2,
+                "mime_type": "video/mp4",
+            },
+            "document": {"file_id": "CgACanim", "file_unique_id": "AgADn"},
+        },
         "",
         {"kind": "animation", "file_id": "CgACanim", "content_type": "video/mp4"},
         id="animation",
     ),
     pytest.param(
-        {"sticker": {"file_id": "CAACsticker", "file_unique_id": "AgADs", "type": "regular", "width": 512, "height": 512, "is_animated": False, "is_video": False}},
+        {
+            "sticker": {
+                "file_id": "CAACsticker",
+                "file_unique_id": "AgADs",
+                "type": "regular",
+                "width": 512,
+                "height": 512,
+                "is_animated": False,
+                "is_video": False,
+            }
+        },
         "",
         {"kind": "sticker", "file_id": "CAACsticker", "content_type": "image/webp"},
         id="sticker",
     ),
     pytest.param(
-        {"video_note": {"file_id": "DQACnote", "file_unique_id": "AgADq", "length": 240, "duration": 5}},
+        {
+            "video_note": {
+                "file_id": "DQACnote",
+                "file_unique_id": "AgADq",
+                "length": 240,
+                "duration": 5,
+            }
+        },
         "",
         {"kind": "video_note", "file_id": "DQACnote", "content_type": "video/mp4"},
         id="video-note",
@@ -371,7 +477,11 @@ async def test_location_venue_and_contact_messages(
         "address": "Lisboa",
     }
     contact = {"phone_number": "+5511999990000", "first_name": "Bia", "user_id": 987654321}
-    for fields in ({"location": location}, {"venue": venue, "location": venue["location"]}, {"contact": contact}):
+    for fields in (
+        {"location": location},
+        {"venue": venue, "location": venue["location"]},
+        {"contact": contact},
+    ):
         assert_ack(await post_update(client, channel, update(**fields)))
     [chat] = await chats_of(client, admin, channel)
     first, second, third = await messages_of(client, admin, chat["id"])
@@ -392,30 +502,60 @@ async def test_location_venue_and_contact_messages(
 
 def _edited() -> dict[str, Any]:
     payload = update(text="edited")
-    return {"update_id": payload["update_id"], "edited_message": {**payload["message"], "edit_date": 1700000100}}
+    return {
+        "update_id": payload["update_id"],
+        "edited_message": {**payload["message"], "edit_date": 1700000100},
+    }
 
 
 IGNORED = [
     pytest.param(_edited(), id="edited_message"),
     pytest.param(
-        {"update_id": 1, "channel_post": {"message_id": 5, "chat": {"id": -100777, "type": "channel", "title": "News"}, "date": 1, "text": "post"}},
+        {
+            "update_id": 1,
+            "channel_post": {
+                "message_id": 5,
+                "chat": {"id": -100777, "type": "channel", "title": "News"},
+                "date": 1,
+                "text": "post",
+            },
+        },
         id="channel_post",
     ),
     pytest.param(
-        {"update_id": 2, "callback_query": {"id": "4382", "from": ANA, "data": "yes", "chat_instance": "-1"}},
+        {
+            "update_id": 2,
+            "callback_query": {"id": "4382", "from": ANA, "data": "yes", "chat_instance": "-1"},
+        },
         id="callback_query",
     ),
     pytest.param(
-        {"update_id": 3, "my_chat_member": {"chat": PRIVATE_CHAT, "from": ANA, "date": 1, "old_chat_member": {}, "new_chat_member": {}}},
+        {
+            "update_id": 3,
+            "my_chat_member": {
+                "chat": PRIVATE_CHAT,
+                "from": ANA,
+                "date": 1,
+                "old_chat_member": {},
+                "new_chat_member": {},
+            },
+        },
         id="my_chat_member",
     ),
-    pytest.param({"update_id": 4, "message_reaction": {"chat": PRIVATE_CHAT, "message_id": 1}}, id="reaction"),
+    pytest.param(
+        {"update_id": 4, "message_reaction": {"chat": PRIVATE_CHAT, "message_id": 1}}, id="reaction"
+    ),
     pytest.param(update(new_chat_members=[ANA]), id="service-message"),
     pytest.param(update(poll={"id": "1", "question": "?", "options": []}), id="poll"),
     pytest.param(update(dice={"emoji": "🎲", "value": 3}), id="dice"),
     pytest.param(update(text=""), id="empty-text"),
-    pytest.param({"update_id": 5, "message": {"message_id": 9, "date": 1, "text": "no chat"}}, id="no-chat"),
-    pytest.param({"update_id": 6, "message": {"chat": PRIVATE_CHAT, "date": 1, "text": "no id"}}, id="no-message-id"),
+    pytest.param(
+        {"update_id": 5, "message": {"message_id": 9, "date": 1, "text": "no chat"}}, id="no-chat"
+    ),
+    pytest.param(
+        {"update_id": 6, "message": {"chat": PRIVATE_CHAT, "date": 1, "text": "no id"}},
+        id="no-message-id",
+    ),
     pytest.param(update(photo=[{"width": 1}]), id="photo-without-file-id"),
     pytest.param({"update_id": 7}, id="empty-update"),
     pytest.param([], id="json-array"),
@@ -433,7 +573,8 @@ async def test_unhandled_updates_are_acknowledged_and_ignored(
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"not json", b"\xff\xfe garbage", b'{"update_id": 1, "message": {', b"[" * 5000]
+    "content",
+    [b"", b"not json", b"\xff\xfe garbage", b'{"update_id": 1, "message": {', b"[" * 5000],
 )
 async def test_undecodable_bodies_are_acknowledged(
     client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any], content: bytes
@@ -588,7 +729,11 @@ async def test_media_is_sent_with_the_matching_method(
         {"url": "https://files.example.com/b.pdf", "content_type": "application/pdf"},
         {"url": "https://files.example.com/c.ogg", "content_type": "audio/ogg"},
         # What the contact sent: Telegram already has it, so its file_id is reused.
-        {"url": f"{PUBLIC_URL}/channels/{channel['id']}/media/AgACx", "content_type": "image/jpeg", "file_id": "AgACx"},
+        {
+            "url": f"{PUBLIC_URL}/channels/{channel['id']}/media/AgACx",
+            "content_type": "image/jpeg",
+            "file_id": "AgACx",
+        },
     ]
     sent = await send_user_message(client, admin, chat_id, "three files", media=several)
     await wait_status(client, admin, chat_id, sent["id"], "SENT")
@@ -640,7 +785,14 @@ async def test_agent_reply_reaches_the_bot_api(
 @pytest.mark.parametrize(
     ("status", "body"),
     [
-        (403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
+        (
+            403,
+            {
+                "ok": False,
+                "error_code": 403,
+                "description": "Forbidden: bot was blocked by the user",
+            },
+        ),
         (400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"}),
     ],
 )
@@ -665,7 +817,15 @@ async def test_permanent_send_error_fails_with_telegrams_code_and_text(
 @pytest.mark.parametrize(
     "reply",
     [
-        Reply(429, json={"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}),
+        Reply(
+            429,
+            json={
+                "ok": False,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 1",
+                "parameters": {"retry_after": 1},
+            },
+        ),
         Reply(502, body=b"<html>Bad Gateway</html>"),
         Reply(500, json={"ok": False, "error_code": 500, "description": "Internal Server Error"}),
     ],
@@ -695,13 +855,17 @@ async def test_unreachable_bot_api_is_retried_and_the_token_never_shows(
         dead_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
     chat_id = await open_chat(client, admin, channel)
     patch = {"config": {"api_base_url": dead_url}}
-    assert (await client.patch(f"/channels/{channel['id']}", json=patch, headers=admin.headers)).status_code == 200
+    assert (
+        await client.patch(f"/channels/{channel['id']}", json=patch, headers=admin.headers)
+    ).status_code == 200
     sent = await send_user_message(client, admin, chat_id)
     await asyncio.sleep(0.3)
     pending = await message(client, admin, chat_id, sent["id"])
     assert pending["delivery_status"] == "PENDING"
     patch = {"config": {"api_base_url": bot_api.url}}
-    assert (await client.patch(f"/channels/{channel['id']}", json=patch, headers=admin.headers)).status_code == 200
+    assert (
+        await client.patch(f"/channels/{channel['id']}", json=patch, headers=admin.headers)
+    ).status_code == 200
     await wait_status(client, admin, chat_id, sent["id"], "SENT")
 
 
@@ -779,9 +943,15 @@ async def test_register_webhook_is_for_admins_and_telegram_only(
     path = f"/channels/{channel['id']}/register-webhook"
     assert (await client.post(path, headers=member.headers)).status_code == 403
     assert (await client.post(path)).status_code == 401
-    assert (await client.post("/channels/chn_missing000/register-webhook", headers=admin.headers)).status_code == 404
-    web = await client.post("/channels", json={"name": "web", "platform": "api"}, headers=admin.headers)
-    answer = await client.post(f"/channels/{web.json()['id']}/register-webhook", headers=admin.headers)
+    assert (
+        await client.post("/channels/chn_missing000/register-webhook", headers=admin.headers)
+    ).status_code == 404
+    web = await client.post(
+        "/channels", json={"name": "web", "platform": "api"}, headers=admin.headers
+    )
+    answer = await client.post(
+        f"/channels/{web.json()['id']}/register-webhook", headers=admin.headers
+    )
     assert answer.status_code == 400
     assert "webhook_url" in answer.json()["detail"]
     assert web.json()["webhook_registered"] is None

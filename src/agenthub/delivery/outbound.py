@@ -103,6 +103,7 @@ async def _context(session: AsyncSession, hub: Hub, message_id: str) -> Outbound
         channel=channel,
         credentials=hub.secrets.decrypt_json(channel.credentials_encrypted),
         public_url=hub.settings.effective_public_url,
+        settings=hub.settings,
     )
 
 

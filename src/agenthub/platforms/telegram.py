@@ -300,7 +300,9 @@ class TelegramAdapter:
             raise SendError("Telegram gave no file_path", transient=False, status_code=404)
         url = f"{base}/file/bot{token}/{quote(file_path.lstrip('/'), safe='/')}"
         try:
-            response = await http.send(http.build_request("GET", url, timeout=60), stream=True)
+            response = await http.send(
+                http.build_request("GET", url, timeout=60), stream=True, follow_redirects=True
+            )
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise network_error(exc, redact=token) from None
         if not response.is_success:

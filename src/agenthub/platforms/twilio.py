@@ -21,6 +21,7 @@ from agenthub.platforms.base import (
     WebhookRequest,
     send_error_from_response,
 )
+from agenthub.platforms.common import secret_matches
 
 DEFAULT_API_BASE = "https://api.twilio.com"
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -81,7 +82,7 @@ class TwilioAdapter:
             return False
         params = form_params(request.body)
         return any(
-            hmac.compare_digest(twilio_signature(token, url, params), given)
+            secret_matches(given, twilio_signature(token, url, params))
             for url in _url_variants(request.url)
         )
 

@@ -293,6 +293,7 @@ class WhapiAdapter:
                     "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=60
                 ),
                 stream=True,
+                follow_redirects=True,
             )
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise network_error(exc, redact=token) from None

@@ -311,7 +311,9 @@ class WhatsAppCloudAdapter:
             raise SendError("Meta gave no media URL", transient=False, status_code=404)
         try:
             download = await http.send(
-                http.build_request("GET", url, headers=headers, timeout=60), stream=True
+                http.build_request("GET", url, headers=headers, timeout=60),
+                stream=True,
+                follow_redirects=True,
             )
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise network_error(exc, redact=token) from None

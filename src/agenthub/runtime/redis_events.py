@@ -27,7 +27,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agenthub.runtime.events import Event, _Subscriber
 
@@ -81,13 +80,17 @@ class RedisStreamEventBus:
     ) -> None:
         # Typed loosely: redis-py's stubs type replies as bytes | str | int unions. Clients from
         # a URL get no retries: after Redis restarts, each pooled connection would fail its
-        # next command once (a replay that returns nothing). Retry on a fresh connection.
+        # next command once (a replay that returns nothing). Retry on a fresh connection —
+        # connection errors only: a Redis that hangs must not cost a webhook several timeouts.
         self._redis: Any = redis.from_url(
             url,
             socket_timeout=10,
             socket_connect_timeout=5,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            retry=Retry(
+                ExponentialBackoff(cap=0.5, base=0.05),
+                retries=2,
+                supported_errors=(RedisConnectionError,),
+            ),
         )
         self._stream = stream
         self._counter = f"{stream}:last_id"
