@@ -137,6 +137,7 @@ class Agent:
     killed: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_flight_at_kill: int = 0
+    chosen: bool = False  # the first delivery has been picked to die with the hub
 
     def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any] | None]:
         payload = Webhook(self.secret).verify(body, headers)  # the hub signs every attempt
@@ -147,8 +148,7 @@ class Agent:
         receipt = Receipt(headers["webhook-id"], new_ids, contents)
         with self.lock:
             self.receipts.append(receipt)
-            first = not self.killed.is_set()
-            self.killed.set()
+            first, self.chosen = not self.chosen, True
         if first:
             # Let a few more deliveries (other chats) get in flight too, then kill the hub
             # before answering: it dies with all of them waiting for the agent.
@@ -157,6 +157,7 @@ class Agent:
                 time.sleep(0.01)
             self.in_flight_at_kill = len(self.receipts)
             self.hub.kill()
+            self.killed.set()
             return 0, None
         time.sleep(AGENT_WORK_SECONDS)
         receipt.reply = "pong: " + " | ".join(contents[i] for i in new_ids)

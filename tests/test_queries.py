@@ -47,12 +47,14 @@ def count_statements(hub: Hub) -> Iterator[list[str]]:
         if asyncio.current_task() is task:
             statements.append(statement)
 
-    engine = hub.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    engines = [engine.sync_engine for engine in hub.db.engines]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
     assert statements, "no statement seen: is the request served in another task?"
 
 

@@ -91,13 +91,26 @@ def create_engine_for(url: str, pool_size: int = 10) -> AsyncEngine:
 
 
 class Database:
-    """An engine with two session factories: writes (IMMEDIATE on SQLite) and reads."""
+    """An engine with two session factories: writes (IMMEDIATE on SQLite) and reads.
+
+    On a SQLite file, writes get their own one-connection engine: SQLite has one writer at a
+    time anyway, and queueing writers in the pool (fair, no timeout surprises) beats several
+    connections polling the file lock — under load that polling is unfair and gave up with
+    "database is locked" after busy_timeout, failing webhooks. Reads keep a pool (WAL lets
+    them run beside the writer).
+    """
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url
         self.engine = create_engine_for(url, pool_size)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self._writes = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.write_engine = self.engine
+        if self.is_sqlite and not _is_memory(async_url(url)):
+            self.write_engine = create_async_engine(
+                async_url(url), pool_size=1, max_overflow=0, pool_timeout=60
+            )
+            configure_sqlite(self.write_engine.sync_engine)
+        self._writes = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._reads = async_sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
@@ -113,5 +126,12 @@ class Database:
         async with self.session() as session, session.begin():
             yield session
 
+    @property
+    def engines(self) -> tuple[AsyncEngine, ...]:
+        return (
+            (self.engine,) if self.write_engine is self.engine else (self.engine, self.write_engine)
+        )
+
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        for engine in self.engines:
+            await engine.dispose()
