@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -46,7 +44,10 @@ def create_celery(settings: Settings) -> Celery:
         beat_schedule={
             "sweep": {"task": TASK_NAME, "schedule": timedelta(seconds=settings.job_sweep_seconds)}
         },
-        beat_schedule_filename=str(Path(tempfile.gettempdir()) / "agenthub-celerybeat-schedule"),
+        # The sweep needs no persisted schedule: keep it in memory (no shared file in /tmp).
+        beat_scheduler="celery.beat:Scheduler",
+        # Redis may be away for long: keep reconnecting instead of exiting after ~100 tries.
+        broker_connection_max_retries=None,
     )
     app.task(name=TASK_NAME)(_run_due_work_task)
     return app

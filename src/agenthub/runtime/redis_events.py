@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from agenthub.runtime.events import Event, _Subscriber
 
 log = logging.getLogger(__name__)
+PUBLISH_TIMEOUT_SECONDS = 2.0
 
 # Lua numbers are doubles printed with 14 digits: format ids with %d, never with `..` alone.
 _PUBLISH = """
@@ -121,10 +122,13 @@ class RedisStreamEventBus:
     async def publish(self, event: Event) -> Event:
         body = json.dumps(event, default=str, separators=(",", ":"))
         try:
-            event_id = await self._redis.eval(
-                _PUBLISH, 2, self._stream, self._counter, body, self._buffer_size
+            # Bounded: publishing runs after a webhook's commit, and a hanging Redis must not
+            # hold the platform's request for the client's whole socket timeout.
+            event_id = await asyncio.wait_for(
+                self._redis.eval(_PUBLISH, 2, self._stream, self._counter, body, self._buffer_size),
+                PUBLISH_TIMEOUT_SECONDS,
             )
-        except RedisError:
+        except (RedisError, TimeoutError):
             # The database holds the truth; a dashboard that missed this refetches on reconnect.
             log.warning("event not published: Redis unavailable", exc_info=True)
             return event
