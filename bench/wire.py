@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+IDLE_REOPEN_SECONDS = 4.0
+
 
 @dataclass
 class Response:
@@ -24,14 +26,18 @@ class Connection:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.last_used = time.monotonic()
 
     async def open(self) -> Connection:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         return self
 
     async def request(self, data: bytes) -> Response:
+        if self.writer is not None and time.monotonic() - self.last_used > IDLE_REOPEN_SECONDS:
+            self.close()  # the server may be closing it right now (uvicorn: 5 s keep-alive)
         if self.writer is None or self.writer.is_closing():
             await self.open()
+        self.last_used = time.monotonic()
         assert self.reader is not None and self.writer is not None
         self.writer.write(data)
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -135,8 +141,8 @@ async def serve(handler: Handler, host: str = "127.0.0.1", port: int = 0) -> asy
                     f"Content-Length: {len(answer)}\r\n\r\n".encode()
                     + answer
                 )
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went away, or the bench is shutting the server down
         finally:
             writer.close()
 

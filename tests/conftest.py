@@ -1,7 +1,9 @@
 """Fixtures: the app on a real database (SQLite file and PostgreSQL), clients and callers.
 
 Test modules mark themselves `pytestmark = pytest.mark.anyio` (a marker added later, at
-collection, is too late for the parametrized database fixture). Every test that uses `client` runs twice: once on SQLite, once on PostgreSQL. The schema comes
+collection, is too late for the parametrized database fixture).
+
+Every test that uses `client` runs twice: once on SQLite, once on PostgreSQL. The schema comes
 from the Alembic migrations (so they are tested too); tables are emptied between tests.
 """
 
@@ -34,7 +36,9 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'hub.db'}"
         upgrade_database(url)
@@ -54,7 +58,11 @@ class _scratch_postgres_database:
         self.admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
         with self.admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{self.name}"'))
-        return make_url(POSTGRES_ADMIN_URL).set(database=self.name).render_as_string(hide_password=False)
+        return (
+            make_url(POSTGRES_ADMIN_URL)
+            .set(database=self.name)
+            .render_as_string(hide_password=False)
+        )
 
     def __exit__(self, *exc: object) -> None:
         with self.admin.connect() as conn:

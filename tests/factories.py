@@ -13,7 +13,11 @@ from agenthub.security import hash_token, new_token, new_webhook_secret
 
 
 async def make_channel(
-    hub: Hub, *, platform: Platform = Platform.API, name: str = "support", config: dict | None = None
+    hub: Hub,
+    *,
+    platform: Platform = Platform.API,
+    name: str = "support",
+    config: dict | None = None,
 ) -> Channel:
     credentials = {"secret": new_webhook_secret()} if platform == Platform.API else {}
     async with hub.db.transaction() as session:
@@ -28,7 +32,12 @@ async def make_channel(
 
 
 async def make_agent(
-    hub: Hub, *, name: str = "bot", webhook_url: str = "http://127.0.0.1:9/", active: bool = True, **fields: object
+    hub: Hub,
+    *,
+    name: str = "bot",
+    webhook_url: str = "http://127.0.0.1:9/",
+    active: bool = True,
+    **fields: object,
 ) -> tuple[Agent, str]:
     """An agent and a live API token for it."""
     raw = new_token()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-pytestmark = pytest.mark.anyio
-
 from agenthub.models import Role
 from tests.conftest import Caller
+
+pytestmark = pytest.mark.anyio
 
 
 async def test_first_signup_is_admin_then_signup_closes(client: httpx2.AsyncClient) -> None:
@@ -75,7 +75,9 @@ async def test_last_admin_cannot_demote_itself(client: httpx2.AsyncClient, admin
         f"/auth/users/{admin.id}", json={"role": "MEMBER"}, headers=admin.headers
     )
     assert response.status_code == 409
-    assert (await client.delete(f"/auth/users/{admin.id}", headers=admin.headers)).status_code == 409
+    assert (
+        await client.delete(f"/auth/users/{admin.id}", headers=admin.headers)
+    ).status_code == 409
 
 
 async def test_agent_tokens_create_list_revoke(client: httpx2.AsyncClient, admin: Caller) -> None:
@@ -93,7 +95,9 @@ async def test_agent_tokens_create_list_revoke(client: httpx2.AsyncClient, admin
     shown = await client.get(f"/auth/agents/{agent['id']}", headers=admin.headers)
     assert "webhook_secret" not in shown.json() and "token" not in shown.json()
 
-    extra = await client.post(f"/auth/agents/{agent['id']}/tokens", json={"name": "ci"}, headers=admin.headers)
+    extra = await client.post(
+        f"/auth/agents/{agent['id']}/tokens", json={"name": "ci"}, headers=admin.headers
+    )
     assert extra.status_code == 201
     listed = await client.get(f"/auth/agents/{agent['id']}/tokens", headers=admin.headers)
     assert {t["name"] for t in listed.json()} == {"default", "ci"}
@@ -120,5 +124,7 @@ async def test_deactivated_agent_loses_access(client: httpx2.AsyncClient, admin:
     ).json()
     headers = {"Authorization": f"Bearer {agent['token']}"}
     assert (await client.get("/chats/cht_missing000", headers=headers)).status_code == 404
-    await client.patch(f"/auth/agents/{agent['id']}", json={"is_active": False}, headers=admin.headers)
+    await client.patch(
+        f"/auth/agents/{agent['id']}", json={"is_active": False}, headers=admin.headers
+    )
     assert (await client.get("/chats/cht_missing000", headers=headers)).status_code == 401

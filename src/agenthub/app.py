@@ -12,6 +12,7 @@ from agenthub.errors import install_error_handlers
 from agenthub.health import router as health_router
 from agenthub.hub import Hub
 from agenthub.limits import BodySizeLimitMiddleware
+from agenthub.logs import redact_tokens_in_access_log
 from agenthub.settings import Settings, get_settings
 
 
@@ -20,6 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redact_tokens_in_access_log()
         hub = Hub.from_settings(settings)
         app.state.hub = hub
         await start_runtime(hub)

@@ -82,6 +82,16 @@ def serve(
     settings = _settings()
     os.environ["AGENTHUB_HOST"] = settings.host
     os.environ["AGENTHUB_PORT"] = str(settings.port)
+    if workers > 1 and not settings.redis_url:
+        # Each process would run its own in-process jobs and events: dashboards would see only
+        # one process's events, and a restarting process would free the others' leases.
+        typer.secho(
+            "Error: --workers above 1 needs AGENTHUB_REDIS_URL (shared events and jobs); "
+            "see docs/production.md.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1)
 
     # Create the generated secret key (SQLite installs) once, before any worker process races
     # to; without SQLite this fails fast, before migrating, when AGENTHUB_SECRET_KEY is missing.

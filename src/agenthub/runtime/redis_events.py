@@ -136,8 +136,8 @@ class RedisStreamEventBus:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._redis.ping())
-        except RedisError:
+            return bool(await asyncio.wait_for(self._redis.ping(), PUBLISH_TIMEOUT_SECONDS))
+        except (RedisError, TimeoutError):
             return False
 
     async def _read_forever(self) -> None:
