@@ -22,6 +22,7 @@ from agenthub.settings import Settings
 from tests.conftest import Caller
 from tests.factories import make_agent
 from tests.fake_platform import FakePlatform, Recorded, Reply, wait_until
+from tests.platform_helpers import HubReader, assert_ack, send_user_message
 
 pytestmark = pytest.mark.anyio
 
@@ -42,6 +43,12 @@ SEND_METHODS = (
     "sendVideoNote",
 )
 FILE_BYTES = b"\xff\xd8\xff\xe0 a tiny jpeg \x00\x01"
+
+_hub = HubReader(secret=BOT_TOKEN)
+chats_of = _hub.chats_of
+messages_of = _hub.messages_of
+only_message = _hub.only_message
+message = _hub.message
 
 
 @pytest.fixture
@@ -199,51 +206,10 @@ async def post_update(
     return await client.post(f"/webhooks/telegram/{channel['id']}", content=body, headers=headers)
 
 
-def assert_ack(answer: httpx2.Response) -> None:
-    assert answer.status_code == 200, answer.text
-    assert answer.json() == {"ok": True}
-
-
-async def chats_of(client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]) -> list[Any]:
-    answer = await client.get(f"/channels/{channel['id']}/chats", headers=admin.headers)
-    assert answer.status_code == 200, answer.text
-    assert BOT_TOKEN not in answer.text
-    return list(answer.json()["chats"])
-
-
-async def messages_of(client: httpx2.AsyncClient, admin: Caller, chat_id: str) -> list[Any]:
-    answer = await client.get(f"/chats/{chat_id}/messages?limit=200", headers=admin.headers)
-    assert answer.status_code == 200, answer.text
-    assert BOT_TOKEN not in answer.text  # never in meta_data, media URLs included
-    return list(reversed(answer.json()["messages"]))
-
-
-async def only_message(client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]) -> Any:
-    [chat] = await chats_of(client, admin, channel)
-    [stored] = await messages_of(client, admin, chat["id"])
-    return stored
-
-
-async def message(client: httpx2.AsyncClient, admin: Caller, chat_id: str, message_id: str) -> Any:
-    [found] = [m for m in await messages_of(client, admin, chat_id) if m["id"] == message_id]
-    return found
-
-
 async def open_chat(client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]) -> str:
     assert_ack(await post_update(client, channel, update(text="Oi")))
     [chat] = await chats_of(client, admin, channel)
     return str(chat["id"])
-
-
-async def send_user_message(
-    client: httpx2.AsyncClient, admin: Caller, chat_id: str, content: str = "Olá, Ana!", **meta: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"content": content}
-    if meta:
-        body["meta_data"] = meta
-    answer = await client.post(f"/chats/{chat_id}/messages", json=body, headers=admin.headers)
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
 
 
 async def wait_status(

@@ -19,6 +19,7 @@ from agenthub.settings import Settings
 from tests.conftest import Caller
 from tests.factories import make_agent
 from tests.fake_platform import FakePlatform, Recorded, Reply, wait_until
+from tests.platform_helpers import HubReader, assert_ack, send_user_message
 
 pytestmark = pytest.mark.anyio
 
@@ -31,6 +32,12 @@ GROUP = "120363025246125486@g.us"
 SEND_PATH = r"/messages/(?P<kind>\w+)"
 VCARD = "BEGIN:VCARD\nVERSION:3.0\nFN:Bia Souza\nTEL;type=CELL:+5511999990000\nEND:VCARD"
 MEDIA_BYTES = b"OggS fake voice note"
+
+_hub = HubReader(secret=TOKEN)
+chats_of = _hub.chats_of
+messages_of = _hub.messages_of
+only_message = _hub.only_message
+message = _hub.message
 
 
 @pytest.fixture
@@ -165,50 +172,10 @@ async def post_event(
     return await client.post(f"/webhooks/whapi/{channel['id']}", content=body, headers=headers)
 
 
-def assert_ack(answer: httpx2.Response) -> None:
-    assert answer.status_code == 200, answer.text
-    assert answer.json() == {"ok": True}
-
-
-async def chats_of(client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]) -> list[Any]:
-    answer = await client.get(f"/channels/{channel['id']}/chats", headers=admin.headers)
-    assert answer.status_code == 200, answer.text
-    return list(answer.json()["chats"])
-
-
-async def messages_of(client: httpx2.AsyncClient, admin: Caller, chat_id: str) -> list[Any]:
-    answer = await client.get(f"/chats/{chat_id}/messages?limit=200", headers=admin.headers)
-    assert answer.status_code == 200, answer.text
-    assert TOKEN not in answer.text
-    return list(reversed(answer.json()["messages"]))
-
-
-async def only_message(client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]) -> Any:
-    [chat] = await chats_of(client, admin, channel)
-    [stored] = await messages_of(client, admin, chat["id"])
-    return stored
-
-
-async def message(client: httpx2.AsyncClient, admin: Caller, chat_id: str, message_id: str) -> Any:
-    [found] = [m for m in await messages_of(client, admin, chat_id) if m["id"] == message_id]
-    return found
-
-
 async def open_chat(client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]) -> str:
     assert_ack(await post_event(client, channel, messages_event(msg("text", {"body": "Oi"}))))
     [chat] = await chats_of(client, admin, channel)
     return str(chat["id"])
-
-
-async def send_user_message(
-    client: httpx2.AsyncClient, admin: Caller, chat_id: str, content: str = "Olá, Ana!", **meta: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"content": content}
-    if meta:
-        body["meta_data"] = meta
-    answer = await client.post(f"/chats/{chat_id}/messages", json=body, headers=admin.headers)
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
 
 
 async def wait_status(

@@ -24,6 +24,7 @@ from agenthub.settings import Settings, get_settings
 from tests.conftest import Caller
 from tests.factories import make_agent
 from tests.fake_platform import FakePlatform, Recorded, Reply, wait_until
+from tests.platform_helpers import HubReader, assert_ack, send_user_message
 
 pytestmark = pytest.mark.anyio
 
@@ -38,6 +39,12 @@ VERSION = "v21.0"
 MESSAGES_PATH = rf"/{VERSION}/{PHONE_NUMBER_ID}/messages"
 MEDIA_ID = "1037543291543636"
 MEDIA_BYTES = b"\x89PNG\r\n\x1a\n fake image"
+
+_hub = HubReader(secret=ACCESS_TOKEN)
+chats_of = _hub.chats_of
+messages_of = _hub.messages_of
+only_message = _hub.only_message
+message = _hub.message
 
 
 @pytest.fixture
@@ -224,50 +231,10 @@ async def post_signed(
     )
 
 
-def assert_ack(answer: httpx2.Response) -> None:
-    assert answer.status_code == 200, answer.text
-    assert answer.json() == {"ok": True}
-
-
-async def chats_of(client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]) -> list[Any]:
-    answer = await client.get(f"/channels/{channel['id']}/chats", headers=admin.headers)
-    assert answer.status_code == 200, answer.text
-    return list(answer.json()["chats"])
-
-
-async def messages_of(client: httpx2.AsyncClient, admin: Caller, chat_id: str) -> list[Any]:
-    answer = await client.get(f"/chats/{chat_id}/messages?limit=200", headers=admin.headers)
-    assert answer.status_code == 200, answer.text
-    assert ACCESS_TOKEN not in answer.text
-    return list(reversed(answer.json()["messages"]))
-
-
-async def only_message(client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]) -> Any:
-    [chat] = await chats_of(client, admin, channel)
-    [stored] = await messages_of(client, admin, chat["id"])
-    return stored
-
-
-async def message(client: httpx2.AsyncClient, admin: Caller, chat_id: str, message_id: str) -> Any:
-    [found] = [m for m in await messages_of(client, admin, chat_id) if m["id"] == message_id]
-    return found
-
-
 async def open_chat(client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]) -> str:
     assert_ack(await post_signed(client, channel, envelope(messages=[msg("text", {"body": "Oi"})])))
     [chat] = await chats_of(client, admin, channel)
     return str(chat["id"])
-
-
-async def send_user_message(
-    client: httpx2.AsyncClient, admin: Caller, chat_id: str, content: str = "Olá, Ana!", **meta: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"content": content}
-    if meta:
-        body["meta_data"] = meta
-    answer = await client.post(f"/chats/{chat_id}/messages", json=body, headers=admin.headers)
-    assert answer.status_code == 201, answer.text
-    return dict(answer.json())
 
 
 async def wait_status(
