@@ -37,6 +37,7 @@ from agenthub.models import (
     SenderType,
 )
 from agenthub.netguard import ensure_public_url
+from agenthub.uow import commit
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN = timedelta(seconds=30)
@@ -181,7 +182,7 @@ async def attempt_delivery(hub: Hub, claim: ClaimedAttempt) -> None:
     outcome = await _post(hub, prepared.agent, prepared.body, claim.delivery_id, prepared.secret)
     async with hub.db.session() as session:
         await record_outcome(session, hub, claim, outcome)
-        await events.commit_and_flush(session, hub)
+        await commit(session)  # then the events and wake-ups it raised go out
 
 
 async def _post(hub: Hub, agent: Agent, body: bytes, delivery_id: str, secret: str) -> Outcome:

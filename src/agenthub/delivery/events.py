@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agenthub.chats.schemas import ChatOut, MessageOut
 from agenthub.hub import Hub
 from agenthub.models import AgentDelivery, Chat, Message
-from agenthub.uow import after_commit, commit
+from agenthub.uow import after_commit
 
 PREVIEW_CHARS = 100
 
@@ -76,8 +76,3 @@ def publish_after_commit(session: AsyncSession, hub: Hub, event: dict[str, Any])
 
 def wake_after_commit(session: AsyncSession, hub: Hub) -> None:
     after_commit(session, hub.jobs.wake)
-
-
-async def commit_and_flush(session: AsyncSession, hub: Hub) -> None:
-    """Commit the job's transaction, then send the events and wake-ups it raised."""
-    await commit(session)
