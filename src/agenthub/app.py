@@ -88,10 +88,11 @@ def _include_routers(app: FastAPI) -> None:
     from agenthub.realtime.router import router as realtime_router
     from agenthub.webhooks.router import router as webhooks_router
 
+    # Webhooks first: the busiest routes, and Starlette tries routes in order.
+    app.include_router(webhooks_router)
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(agents_router)
     app.include_router(channels_router)
     app.include_router(chats_router)
-    app.include_router(webhooks_router)
     app.include_router(realtime_router)

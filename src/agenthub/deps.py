@@ -23,7 +23,8 @@ from agenthub.uow import commit, rollback
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def get_hub(request: Request) -> Hub:
+async def get_hub(request: Request) -> Hub:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop on every request.
     hub: Hub = request.app.state.hub
     return hub
 

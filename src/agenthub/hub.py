@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
 
@@ -16,6 +17,11 @@ from agenthub.runtime.events import EventBus, InProcessEventBus
 from agenthub.runtime.jobs import JobRunner
 from agenthub.security import SecretBox
 from agenthub.settings import Settings
+
+if TYPE_CHECKING:
+    from agenthub.webhooks.intake import WebhookIntake
+
+T = TypeVar("T")
 
 
 class _NoJobs:
@@ -57,11 +63,19 @@ class Hub:
             events=InProcessEventBus(settings.events_buffer_size),
         )
 
-    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run `work` in the background, tracked so shutdown can wait for it."""
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
+
+    @cached_property
+    def intake(self) -> WebhookIntake:
+        """Where webhook requests queue to be stored, in batches (`webhooks/intake.py`)."""
+        from agenthub.webhooks.intake import WebhookIntake
+
+        return WebhookIntake(self)
 
     async def close(self) -> None:
         await self.jobs.stop()

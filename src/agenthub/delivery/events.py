@@ -5,6 +5,7 @@ Events and wake-ups raised inside a transaction go out only once it commits (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,15 +18,17 @@ from agenthub.uow import after_commit
 PREVIEW_CHARS = 100
 
 
-def new_message(message: Message) -> dict[str, Any]:
+def new_message(message: Message | Mapping[str, Any]) -> dict[str, Any]:
+    """For a stored message, or the row of one (the inbound path writes rows, not objects)."""
     body = MessageOut.model_validate(message).model_dump(mode="json")
+    channel_id = message["channel_id"] if isinstance(message, Mapping) else message.channel_id
     return {
         "type": "new_message",
-        "channel_id": message.channel_id,
-        "chat_id": message.chat_id,
-        "message_id": message.id,
+        "channel_id": channel_id,
+        "chat_id": body["chat_id"],
+        "message_id": body["id"],
         "sender_type": body["sender_type"],
-        "preview": message.content[:PREVIEW_CHARS],
+        "preview": body["content"][:PREVIEW_CHARS],
         "timestamp": body["timestamp"],
         "message": body,
     }

@@ -18,8 +18,9 @@ capabilities, each a small protocol the generic code checks with `isinstance`:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from functools import cache, cached_property
+from typing import Any, Protocol, cast, runtime_checkable
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 from fastapi import Response
@@ -37,6 +38,15 @@ class WebhookRequest:
     headers: dict[str, str]  # lower-case names
     query: dict[str, str]
     body: bytes
+
+    @cached_property
+    def form(self) -> dict[str, list[str]]:
+        """The body as an `application/x-www-form-urlencoded` form (parsed once: the signature
+        check and the parser both need it); empty if it is not one."""
+        try:
+            return parse_qs(self.body.decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            return {}
 
     @property
     def hub_url(self) -> str:
@@ -207,10 +217,16 @@ class MediaSource(Protocol):
         ...
 
 
+@cache
+def _is_channel_parser(adapter_type: type) -> bool:
+    # A runtime protocol check walks the protocol's members each time: once per class is enough.
+    return issubclass(adapter_type, ChannelParser)
+
+
 def parse_inbound(
     adapter: PlatformAdapter, request: WebhookRequest, credentials: dict[str, Any]
 ) -> Inbound:
     """`parse_for_channel` when the adapter has it, else `parse`."""
-    if isinstance(adapter, ChannelParser):
-        return adapter.parse_for_channel(request, credentials)
+    if _is_channel_parser(type(adapter)):
+        return cast(ChannelParser, adapter).parse_for_channel(request, credentials)
     return adapter.parse(request)

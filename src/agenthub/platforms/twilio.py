@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 from fastapi import Response
@@ -45,8 +45,9 @@ def twilio_signature(auth_token: str, url: str, params: dict[str, list[str]]) ->
     return base64.b64encode(digest).decode()
 
 
-def _url_variants(url: str) -> set[str]:
-    """Twilio signs with or without the default port; accept both, as its SDK does."""
+def _url_variants(url: str) -> list[str]:
+    """Twilio signs with or without the default port; accept both, as its SDK does. The URL
+    as received comes first: it is nearly always the one signed."""
     parts = urlsplit(url)
     default_port = {"https": 443, "http": 80}.get(parts.scheme)
     host = parts.hostname or ""
@@ -62,14 +63,7 @@ def _url_variants(url: str) -> set[str]:
     with_port = urlunsplit(
         (parts.scheme, f"{host}:{parts.port or default_port}", parts.path, parts.query, "")
     )
-    return {url, without, with_port}
-
-
-def form_params(body: bytes) -> dict[str, list[str]]:
-    try:
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError):
-        return {}
+    return list(dict.fromkeys((url, without, with_port)))
 
 
 class TwilioAdapter:
@@ -80,14 +74,14 @@ class TwilioAdapter:
         given = request.headers.get("x-twilio-signature")
         if not token or not given:
             return False
-        params = form_params(request.body)
+        params = request.form
         return any(
             secret_matches(given, twilio_signature(token, url, params))
             for url in _url_variants(request.url)
         )
 
     def parse(self, request: WebhookRequest) -> Inbound:
-        params = {name: values[0] for name, values in form_params(request.body).items() if values}
+        params = {name: values[0] for name, values in request.form.items() if values}
         sid = params.get("MessageSid") or params.get("SmsSid")
         if not sid:
             return Inbound()

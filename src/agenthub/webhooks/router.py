@@ -10,9 +10,7 @@ from agenthub.errors import DomainError, Forbidden, NotFound
 from agenthub.hub import Hub
 from agenthub.models import Channel
 from agenthub.platforms import get_adapter
-from agenthub.platforms.base import WebhookHandshake, WebhookRequest, parse_inbound
-from agenthub.uow import commit
-from agenthub.webhooks.service import ingest
+from agenthub.platforms.base import WebhookHandshake, WebhookRequest
 
 router = APIRouter(tags=["webhooks"])
 
@@ -38,18 +36,10 @@ async def _webhook_request(request: Request, hub: Hub) -> WebhookRequest:
 
 
 async def _receive(platform: str, channel_id: str, request: Request, hub: HubDep) -> Response:
+    """Queue the webhook for the next batch (`webhooks/intake.py`); answers once it is stored."""
     adapter = get_adapter(platform)
     webhook = await _webhook_request(request, hub)
-    async with hub.db.session() as session:
-        channel = await session.get(Channel, channel_id)
-        if channel is None or channel.platform != platform or not channel.is_active:
-            raise NotFound("Channel not found")
-        credentials = hub.secrets.decrypt_json(channel.credentials_encrypted)
-        if not adapter.verify(webhook, credentials):
-            raise Forbidden("Invalid or missing signature")
-        await ingest(session, hub, channel, parse_inbound(adapter, webhook, credentials))
-        await commit(session)
-    return adapter.acknowledge()
+    return await hub.intake.submit(adapter, channel_id, webhook)
 
 
 @router.get("/webhooks/{platform}/{channel_id}", response_class=Response)

@@ -1,112 +1,336 @@
-"""Inbound: one transaction stores each platform message once, creating the chat on first
-contact, linking the channel's default agents and filling their buffers (contract §4)."""
+"""Inbound: store platform messages once, creating each chat on first contact, linking the
+channel's default agents and filling their buffers (contract §4).
+
+Written for batches: the intake (`webhooks/intake.py`) hands over every message that arrived
+while the previous transaction was committing, and this stores them all with a fixed number of
+set-based statements (one lookup of already-stored ids, one of the chats, one insert of the
+messages, …) whatever the batch size. A batch of one is the plain case.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agenthub.chats.service import add_message
+from agenthub.chats.service import PREVIEW_CHARS
 from agenthub.delivery import events
-from agenthub.delivery.agents import buffer_contact_message
-from agenthub.delivery.outbound import apply_status
+from agenthub.delivery.timing import buffer_due_at
 from agenthub.hub import Hub
 from agenthub.ids import new_id
-from agenthub.models import Agent, Channel, Chat, ChatAgentLink, DeliveryStatus, Message, SenderType
-from agenthub.platforms.base import Inbound, InboundMessage
+from agenthub.models import (
+    Agent,
+    Base,
+    Channel,
+    Chat,
+    ChatAgentLink,
+    DeliveryStatus,
+    Message,
+    SenderType,
+)
+from agenthub.platforms.base import InboundMessage
+
+# The tables themselves: set-based Core statements, no ORM unit of work on this hot path.
+# The tables themselves: set-based Core statements, no ORM unit of work on this hot path.
+CHATS = Base.metadata.tables[Chat.__tablename__]
+LINKS = Base.metadata.tables[ChatAgentLink.__tablename__]
+MESSAGES = Base.metadata.tables[Message.__tablename__]
+AGENTS = Base.metadata.tables[Agent.__tablename__]
 
 
-async def ingest(session: AsyncSession, hub: Hub, channel: Channel, inbound: Inbound) -> None:
-    for message in inbound.messages:
-        await store_contact_message(session, hub, channel, message)
-    for update in inbound.statuses:
-        await apply_status(
-            session, hub, channel.id, update.external_id, update.status, update.error
-        )
+def _any_of(column: Any, name: str) -> Any:
+    return column.in_(bindparam(name, expanding=True))
+
+
+# Built once: the statements below run for every batch, and building a statement costs more
+# than executing it. `IN` lists of plain values match a superset of the wanted (channel,
+# contact) pairs when a batch spans several channels; callers keep the exact pairs.
+STORED_IDS = select(MESSAGES.c.channel_id, MESSAGES.c.external_id).where(
+    _any_of(MESSAGES.c.channel_id, "channel_ids"), _any_of(MESSAGES.c.external_id, "external_ids")
+)
+LOCKED_CHATS = (
+    select(CHATS)
+    .where(_any_of(CHATS.c.channel_id, "channel_ids"), _any_of(CHATS.c.external_id, "contacts"))
+    .order_by(CHATS.c.id)
+    # NO KEY UPDATE (PostgreSQL): still one writer per chat, but the foreign-key checks of
+    # rows that only reference the chat (the job runner inserting an agent delivery while it
+    # holds the chat's agent link) pass, so they cannot deadlock with this transaction.
+    .with_for_update(key_share=True)
+)
+DEFAULT_AGENTS = select(AGENTS.c.id).where(
+    AGENTS.c.is_active.is_(True), AGENTS.c.activate_for_new_conversation.is_(True)
+)
+INSERT_LINKS = insert(LINKS)
+INSERT_MESSAGES = insert(MESSAGES)
+UPDATE_CHAT_SUMMARIES = (
+    update(CHATS)
+    .where(CHATS.c.id == bindparam("chat_id"))
+    .values(
+        message_seq=bindparam("new_seq"),
+        last_message=bindparam("preview"),
+        last_message_ts=bindparam("preview_ts"),
+        last_sender_type=bindparam("preview_sender"),
+        name=bindparam("new_name"),
+    )
+)
+BUFFERING_LINKS = (
+    select(
+        LINKS.c.id,
+        LINKS.c.chat_id,
+        LINKS.c.waiting_since,
+        AGENTS.c.buffer_time_seconds,
+        AGENTS.c.max_buffer_seconds,
+    )
+    .join(AGENTS, AGENTS.c.id == LINKS.c.agent_id)
+    .where(
+        _any_of(LINKS.c.chat_id, "chat_ids"),
+        LINKS.c.active.is_(True),
+        AGENTS.c.is_active.is_(True),
+    )
+)
+UPDATE_BUFFERS = (
+    update(LINKS)
+    .where(LINKS.c.id == bindparam("link_id"))
+    .values(
+        waiting_since=bindparam("since"), last_arrival_at=bindparam("last"), due_at=bindparam("due")
+    )
+)
+
+ChatKey = tuple[str, str]  # (channel_id, contact external_id)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One contact message as a platform delivered it, and when the hub received it."""
+
+    channel_id: str
+    message: InboundMessage
+    received_at: datetime
+
+    @property
+    def chat_key(self) -> ChatKey:
+        return (self.channel_id, self.message.contact_id)
 
 
 async def store_contact_message(
     session: AsyncSession, hub: Hub, channel: Channel, inbound: InboundMessage
 ) -> Message | None:
     """Store one contact message unless the platform already delivered it (returns None then)."""
-    chat, created = await _get_or_create_chat(session, hub, channel, inbound)
-    duplicate = await session.scalar(
-        select(Message.id).where(
-            Message.channel_id == channel.id, Message.external_id == inbound.external_id
-        )
-    )
-    if duplicate is not None:
-        return None
-    if created:
-        await _link_default_agents(session, chat)
-    elif inbound.contact_name and not chat.name:
-        chat.name = inbound.contact_name
-    message = await add_message(
-        session,
-        chat,
-        content=inbound.content,
-        sender_type=SenderType.CONTACT,
-        sender_id=inbound.contact_id,
-        external_id=inbound.external_id,
-        meta_data=inbound.meta_data,
-        delivery_status=DeliveryStatus.DELIVERED,
-    )
-    await session.flush()
-    if await buffer_contact_message(session, chat, message.timestamp):
+    arrival = Arrival(channel.id, inbound, hub.clock())
+    row = (await store_contact_messages(session, hub, [arrival]))[0]
+    return None if row is None else Message(**row)
+
+
+async def store_contact_messages(
+    session: AsyncSession, hub: Hub, arrivals: Sequence[Arrival]
+) -> list[dict[str, Any] | None]:
+    """Store each arrival unless its platform id is already stored; returns the stored rows
+    (None in place of a duplicate).
+
+    Messages of one chat get consecutive sequence numbers in the order given. The chats are
+    locked (PostgreSQL: `FOR NO KEY UPDATE`; SQLite: the write transaction) while their
+    sequence numbers are handed out, so concurrent writers never reuse a position.
+    """
+    fresh = await _not_yet_stored(session, arrivals)
+    if not fresh:
+        return [None] * len(arrivals)
+    chats, created = await _chats_for(session, hub, fresh)
+    stored = await _insert_messages(session, chats, fresh)
+    buffered = await _fill_buffers(session, list(stored.values()))
+    for row in stored.values():
+        events.publish_after_commit(session, hub, events.new_message(row))
+    for key in created:
+        events.publish_after_commit(session, hub, events.chat_updated(_chat(chats[key])))
+    if buffered:
         events.wake_after_commit(session, hub)
-    events.publish_after_commit(session, hub, events.new_message(message))
-    if created:
-        events.publish_after_commit(session, hub, events.chat_updated(chat))
-    return message
+    return [stored.get(id(arrival)) for arrival in arrivals]
 
 
-async def _get_or_create_chat(
-    session: AsyncSession, hub: Hub, channel: Channel, inbound: InboundMessage
-) -> tuple[Chat, bool]:
-    """Insert-if-absent, then lock the chat row: concurrent first messages create one chat,
-    and messages of one chat are stored one after another."""
-    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-    values: dict[str, Any] = {
-        "id": new_id("cht"),
-        "channel_id": channel.id,
-        "external_id": inbound.contact_id,
-        "name": inbound.contact_name,
-        "needs_human": False,
-        "message_seq": 0,
-        "created_at": hub.clock(),
-    }
-    result = await session.execute(
-        insert(Chat)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["channel_id", "external_id"])
-        # RETURNING, not rowcount: psycopg reports -1 for this INSERT, which read as "created".
-        .returning(Chat.id)
-    )
-    created_id = result.scalar_one_or_none()
-    chat = await session.scalar(
-        select(Chat)
-        .where(Chat.channel_id == channel.id, Chat.external_id == inbound.contact_id)
-        # NO KEY UPDATE (PostgreSQL): still one writer per chat, but the foreign-key checks of
-        # rows that only reference the chat (the job runner inserting an agent delivery while
-        # it holds the chat's agent link) pass, so they cannot deadlock with this transaction.
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    )
-    assert chat is not None
-    return chat, created_id is not None
-
-
-async def _link_default_agents(session: AsyncSession, chat: Chat) -> None:
-    agent_ids = await session.scalars(
-        select(Agent.id).where(
-            Agent.is_active.is_(True), Agent.activate_for_new_conversation.is_(True)
+async def _not_yet_stored(session: AsyncSession, arrivals: Sequence[Arrival]) -> list[Arrival]:
+    """The arrivals whose platform id is new: not in the database, nor earlier in this batch
+    (a platform retry racing its original)."""
+    stored = {
+        (row.channel_id, row.external_id)
+        for row in await session.execute(
+            STORED_IDS,
+            {
+                "channel_ids": sorted({a.channel_id for a in arrivals}),
+                "external_ids": sorted({a.message.external_id for a in arrivals}),
+            },
         )
+    }
+    fresh = []
+    for arrival in arrivals:
+        key = (arrival.channel_id, arrival.message.external_id)
+        if key not in stored:
+            stored.add(key)
+            fresh.append(arrival)
+    return fresh
+
+
+async def _chats_for(
+    session: AsyncSession, hub: Hub, arrivals: list[Arrival]
+) -> tuple[dict[ChatKey, dict[str, Any]], list[ChatKey]]:
+    """Each arrival's chat row, locked, creating the missing chats (and linking their default
+    agents); and the keys of the chats created."""
+    keys = sorted({arrival.chat_key for arrival in arrivals})
+    chats = await _locked_chats(session, keys)
+    missing = [key for key in keys if key not in chats]
+    if not missing:
+        return chats, []
+    names: dict[ChatKey, str | None] = {}
+    for arrival in arrivals:
+        names.setdefault(arrival.chat_key, arrival.message.contact_name)
+    proposed = {key: new_id("cht") for key in missing}
+    await _insert_chats_if_absent(session, hub, proposed, names)
+    chats.update(await _locked_chats(session, missing))
+    created = [key for key in missing if chats[key]["id"] == proposed[key]]
+    await _link_default_agents(session, hub, [chats[key]["id"] for key in created])
+    return chats, created
+
+
+async def _locked_chats(
+    session: AsyncSession, keys: list[ChatKey]
+) -> dict[ChatKey, dict[str, Any]]:
+    wanted = set(keys)
+    result = await session.execute(
+        LOCKED_CHATS,
+        {
+            "channel_ids": sorted({channel_id for channel_id, _ in keys}),
+            "contacts": sorted({contact for _, contact in keys}),
+        },
     )
-    session.add_all(
-        ChatAgentLink(chat_id=chat.id, agent_id=agent_id, active=True) for agent_id in agent_ids
+    rows = (dict(row._mapping) for row in result)
+    return {key: row for row in rows if (key := (row["channel_id"], row["external_id"])) in wanted}
+
+
+async def _insert_chats_if_absent(
+    session: AsyncSession,
+    hub: Hub,
+    proposed: dict[ChatKey, str],
+    names: dict[ChatKey, str | None],
+) -> None:
+    """Insert-if-absent: concurrent first messages of one contact create one chat. Sorted, so
+    two transactions inserting the same new chats cannot wait on each other in a cycle."""
+    insert_for = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    now = hub.clock()
+    await session.execute(
+        insert_for(CHATS)
+        .values(
+            [
+                {
+                    "id": chat_id,
+                    "channel_id": channel_id,
+                    "external_id": contact_id,
+                    "name": names[(channel_id, contact_id)],
+                    "needs_human": False,
+                    "message_seq": 0,
+                    "created_at": now,
+                }
+                for (channel_id, contact_id), chat_id in sorted(proposed.items())
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["channel_id", "external_id"])
     )
-    await session.flush()
+
+
+async def _link_default_agents(session: AsyncSession, hub: Hub, chat_ids: list[str]) -> None:
+    if not chat_ids:
+        return
+    agent_ids = list(await session.scalars(DEFAULT_AGENTS))
+    if agent_ids:
+        now = hub.clock()
+        await session.execute(
+            INSERT_LINKS,
+            [
+                {
+                    "id": new_id("cag"),
+                    "chat_id": chat_id,
+                    "agent_id": agent_id,
+                    "active": True,
+                    "created_at": now,
+                    "delivered_seq": 0,
+                }
+                for chat_id in chat_ids
+                for agent_id in agent_ids
+            ],
+        )
+
+
+async def _insert_messages(
+    session: AsyncSession, chats: dict[ChatKey, dict[str, Any]], arrivals: list[Arrival]
+) -> dict[int, dict[str, Any]]:
+    """Insert the messages, next in their chats' order, and refresh each chat's summary.
+    Returns the rows by `id()` of their arrival."""
+    stored: dict[int, dict[str, Any]] = {}
+    touched: dict[ChatKey, dict[str, Any]] = {}
+    for arrival in arrivals:
+        chat = touched[arrival.chat_key] = chats[arrival.chat_key]
+        inbound = arrival.message
+        chat["message_seq"] += 1
+        chat["last_message"] = inbound.content[:PREVIEW_CHARS]
+        chat["last_message_ts"] = arrival.received_at
+        chat["last_sender_type"] = SenderType.CONTACT.value
+        chat["name"] = chat["name"] or inbound.contact_name
+        stored[id(arrival)] = {
+            "id": new_id("msg"),
+            "chat_id": chat["id"],
+            "channel_id": arrival.channel_id,
+            "seq": chat["message_seq"],
+            "content": inbound.content,
+            "sender_type": SenderType.CONTACT.value,
+            "sender_id": inbound.contact_id,
+            "external_id": inbound.external_id,
+            "delivery_status": DeliveryStatus.DELIVERED.value,
+            "timestamp": arrival.received_at,
+            "meta_data": inbound.meta_data or {},
+        }
+    await session.execute(INSERT_MESSAGES, list(stored.values()))
+    await session.execute(
+        UPDATE_CHAT_SUMMARIES,
+        [
+            {
+                "chat_id": chat["id"],
+                "new_seq": chat["message_seq"],
+                "preview": chat["last_message"],
+                "preview_ts": chat["last_message_ts"],
+                "preview_sender": chat["last_sender_type"],
+                "new_name": chat["name"],
+            }
+            for chat in touched.values()
+        ],
+    )
+    return stored
+
+
+async def _fill_buffers(session: AsyncSession, messages: list[dict[str, Any]]) -> bool:
+    """Add the new messages to the buffer of each active agent of their chats (contract §5):
+    the buffer falls due when the chat has been quiet long enough, or at its cap."""
+    arrivals: dict[str, list[datetime]] = {}
+    for message in messages:
+        arrivals.setdefault(message["chat_id"], []).append(message["timestamp"])
+    links = (await session.execute(BUFFERING_LINKS, {"chat_ids": sorted(arrivals)})).all()
+    if not links:
+        return False
+    await session.execute(
+        UPDATE_BUFFERS, [_buffered(link, arrivals[link.chat_id]) for link in links]
+    )
+    return True
+
+
+def _buffered(link: Any, arrived: list[datetime]) -> dict[str, Any]:
+    since = link.waiting_since or arrived[0]
+    last = arrived[-1]
+    due = buffer_due_at(since, last, link.buffer_time_seconds, link.max_buffer_seconds)
+    return {"link_id": link.id, "since": since, "last": last, "due": due}
+
+
+def _chat(row: dict[str, Any]) -> Chat:
+    """A detached Chat carrying the row's values (for the `chat_updated` event)."""
+    return Chat(**{column.key: row[column.key] for column in CHATS.columns})
