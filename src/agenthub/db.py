@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import StaticPool
 
+from agenthub.sqlite_driver import DRIVER_NAME as SQLITE_ASYNC_DRIVER
+
 READ_ONLY = "agenthub_read_only"
 
 
@@ -30,7 +32,7 @@ def async_url(url: str) -> URL:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite")
+        return parsed.set(drivername=f"sqlite+{SQLITE_ASYNC_DRIVER}")
     if backend == "postgresql" and parsed.get_driver_name() in ("psycopg2", "psycopg", ""):
         return parsed.set(drivername="postgresql+psycopg")
     return parsed

@@ -23,10 +23,15 @@ from agenthub.uow import commit, rollback
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-async def get_hub(request: Request) -> Hub:
-    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop on every request.
+def hub_of(request: Request) -> Hub:
+    """The process's Hub (webhook routes take it directly: a dependency costs each request)."""
     hub: Hub = request.app.state.hub
     return hub
+
+
+async def get_hub(request: Request) -> Hub:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop on every request.
+    return hub_of(request)
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]
