@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx2
-from sqlalchemy import func, or_, select
+from sqlalchemy import Integer, Table, Text, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.delivery import events
-from agenthub.delivery.payload import build_payload, sign_headers
+from agenthub.delivery.payload import DeliveryTarget, PreparedDelivery, build_payload, sign_headers
 from agenthub.delivery.replies import apply_agent_reply
 from agenthub.delivery.timing import backoff_delay, buffer_due_at, retry_after_delay
 from agenthub.hub import Hub
@@ -30,6 +30,7 @@ from agenthub.models import (
     Agent,
     AgentDelivery,
     AgentDeliveryStatus,
+    Channel,
     Chat,
     ChatAgentLink,
     DeliveryAttempt,
@@ -65,62 +66,90 @@ async def buffer_contact_message(session: AsyncSession, chat: Chat, arrived_at: 
     return buffered
 
 
+LINKS = cast(Table, ChatAgentLink.__table__)
+DELIVERIES = cast(Table, AgentDelivery.__table__)
+ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
+AGENTS = cast(Table, Agent.__table__)
+CHATS = cast(Table, Chat.__table__)
+CHANNELS = cast(Table, Channel.__table__)
+MESSAGES = cast(Table, Message.__table__)
+PENDING = str(AgentDeliveryStatus.PENDING)
+
+# The statements of the hot path are Core and built once (with bind parameters): building
+# and hashing a statement per call cost more than running it. Bound values are named `b_…`.
+
+
 def _pending_delivery_exists() -> Any:
     return (
-        select(AgentDelivery.id)
+        select(DELIVERIES.c.id)
         .where(
-            AgentDelivery.chat_id == ChatAgentLink.chat_id,
-            AgentDelivery.agent_id == ChatAgentLink.agent_id,
-            AgentDelivery.status == AgentDeliveryStatus.PENDING,
+            DELIVERIES.c.chat_id == LINKS.c.chat_id,
+            DELIVERIES.c.agent_id == LINKS.c.agent_id,
+            DELIVERIES.c.status == PENDING,
         )
         .exists()
     )
 
 
+_DUE_LINKS = (
+    select(LINKS.c.id, LINKS.c.chat_id, LINKS.c.agent_id, LINKS.c.delivered_seq)
+    .select_from(LINKS.join(AGENTS, AGENTS.c.id == LINKS.c.agent_id))
+    .where(
+        LINKS.c.due_at <= bindparam("b_now"),
+        LINKS.c.active.is_(True),
+        AGENTS.c.is_active.is_(True),
+        ~_pending_delivery_exists(),
+    )
+    .order_by(LINKS.c.due_at)
+    .limit(bindparam("b_limit", type_=Integer()))
+    .with_for_update(of=LINKS, skip_locked=True)
+)
+_WAITING_MESSAGES = (
+    select(MESSAGES.c.id, MESSAGES.c.seq)
+    .where(
+        MESSAGES.c.chat_id == bindparam("b_chat_id"),
+        MESSAGES.c.sender_type == str(SenderType.CONTACT),
+        MESSAGES.c.seq > bindparam("b_seq"),
+    )
+    .order_by(MESSAGES.c.seq)
+)
+_EMPTIED = {"waiting_since": None, "last_arrival_at": None, "due_at": None}
+_EMPTY_BUFFER = update(LINKS).where(LINKS.c.id == bindparam("b_id")).values(**_EMPTIED)
+_BATCH_BUFFER = (
+    update(LINKS)
+    .where(LINKS.c.id == bindparam("b_id"))
+    .values(**_EMPTIED, delivered_seq=bindparam("b_seq", type_=Integer()))
+)
+_NEW_DELIVERY = insert(DELIVERIES)
+
+
 async def create_due_deliveries(session: AsyncSession, now: datetime, limit: int = 200) -> int:
     """Turn every due buffer (with no delivery in flight for its chat+agent) into a delivery."""
-    links = await session.scalars(
-        select(ChatAgentLink)
-        .join(Agent, Agent.id == ChatAgentLink.agent_id)
-        .where(
-            ChatAgentLink.due_at <= now,
-            ChatAgentLink.active.is_(True),
-            Agent.is_active.is_(True),
-            ~_pending_delivery_exists(),
-        )
-        .order_by(ChatAgentLink.due_at)
-        .limit(limit)
-        .with_for_update(of=ChatAgentLink, skip_locked=True)
-    )
+    links = await session.execute(_DUE_LINKS, {"b_now": now, "b_limit": limit})
     created = 0
     for link in links.all():
         created += await _batch_waiting_messages(session, link, now)
     return created
 
 
-async def _batch_waiting_messages(session: AsyncSession, link: ChatAgentLink, now: datetime) -> int:
+async def _batch_waiting_messages(session: AsyncSession, link: Any, now: datetime) -> int:
     rows = (
         await session.execute(
-            select(Message.id, Message.seq)
-            .where(
-                Message.chat_id == link.chat_id,
-                Message.sender_type == SenderType.CONTACT,
-                Message.seq > link.delivered_seq,
-            )
-            .order_by(Message.seq)
+            _WAITING_MESSAGES, {"b_chat_id": link.chat_id, "b_seq": link.delivered_seq}
         )
     ).all()
-    link.waiting_since = link.last_arrival_at = link.due_at = None
     if not rows:
+        await session.execute(_EMPTY_BUFFER, {"b_id": link.id})
         return 0
-    link.delivered_seq = rows[-1].seq
-    session.add(
-        AgentDelivery(
-            chat_id=link.chat_id,
-            agent_id=link.agent_id,
-            message_ids=[row.id for row in rows],
-            next_attempt_at=now,
-        )
+    await session.execute(_BATCH_BUFFER, {"b_id": link.id, "b_seq": rows[-1].seq})
+    await session.execute(
+        _NEW_DELIVERY,
+        {
+            "chat_id": link.chat_id,
+            "agent_id": link.agent_id,
+            "message_ids": [row.id for row in rows],
+            "next_attempt_at": now,
+        },
     )
     return 1
 
@@ -129,30 +158,101 @@ async def _batch_waiting_messages(session: AsyncSession, link: ChatAgentLink, no
 class ClaimedAttempt:
     delivery_id: str
     attempt_number: int
+    # What the attempt needs to build its payload, read along with the claim.
+    target: DeliveryTarget | None = field(default=None, compare=False, repr=False)
+
+
+_DUE_ATTEMPTS = (
+    select(
+        DELIVERIES.c.id,
+        DELIVERIES.c.attempt_count,
+        DELIVERIES.c.message_ids,
+        AGENTS.c.id.label("agent_id"),
+        AGENTS.c.name.label("agent_name"),
+        AGENTS.c.webhook_url,
+        AGENTS.c.webhook_secret_encrypted,
+        AGENTS.c.timeout_seconds,
+        AGENTS.c.history_msg_count,
+        AGENTS.c.recent_msg_window_minutes,
+        CHATS.c.id.label("chat_id"),
+        CHATS.c.name.label("chat_name"),
+        CHATS.c.external_id.label("chat_external_id"),
+        CHANNELS.c.id.label("channel_id"),
+        CHANNELS.c.platform,
+    )
+    .select_from(
+        DELIVERIES.join(AGENTS, AGENTS.c.id == DELIVERIES.c.agent_id)
+        .join(CHATS, CHATS.c.id == DELIVERIES.c.chat_id)
+        .join(CHANNELS, CHANNELS.c.id == CHATS.c.channel_id)
+    )
+    .where(
+        DELIVERIES.c.status == PENDING,
+        DELIVERIES.c.next_attempt_at <= bindparam("b_now"),
+        or_(DELIVERIES.c.locked_until.is_(None), DELIVERIES.c.locked_until <= bindparam("b_now")),
+    )
+    .order_by(DELIVERIES.c.next_attempt_at)
+    .limit(bindparam("b_limit", type_=Integer()))
+    .with_for_update(of=DELIVERIES, skip_locked=True)
+)
+_CLAIM = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("b_id"))
+    .values(
+        attempt_count=bindparam("b_attempt", type_=Integer()),
+        locked_until=bindparam("b_until", type_=DELIVERIES.c.locked_until.type),
+    )
+)
 
 
 async def claim_due_attempts(
     session: AsyncSession, now: datetime, limit: int = 50
 ) -> list[ClaimedAttempt]:
     """Lease due deliveries for one attempt each; a crashed attempt's lease simply expires."""
-    rows = await session.execute(
-        select(AgentDelivery, Agent.timeout_seconds)
-        .join(Agent, Agent.id == AgentDelivery.agent_id)
-        .where(
-            AgentDelivery.status == AgentDeliveryStatus.PENDING,
-            AgentDelivery.next_attempt_at <= now,
-            or_(AgentDelivery.locked_until.is_(None), AgentDelivery.locked_until <= now),
-        )
-        .order_by(AgentDelivery.next_attempt_at)
-        .limit(limit)
-        .with_for_update(of=AgentDelivery, skip_locked=True)
+    rows = (await session.execute(_DUE_ATTEMPTS, {"b_now": now, "b_limit": limit})).all()
+    if not rows:
+        return []
+    await session.execute(
+        _CLAIM,
+        [
+            {
+                "b_id": row.id,
+                "b_attempt": row.attempt_count + 1,
+                "b_until": now + timedelta(seconds=row.timeout_seconds) + LEASE_MARGIN,
+            }
+            for row in rows
+        ],
     )
-    claimed = []
-    for delivery, timeout_seconds in rows:
-        delivery.attempt_count += 1
-        delivery.locked_until = now + timedelta(seconds=timeout_seconds) + LEASE_MARGIN
-        claimed.append(ClaimedAttempt(delivery.id, delivery.attempt_count))
-    return claimed
+    return [ClaimedAttempt(row.id, row.attempt_count + 1, _target(row)) for row in rows]
+
+
+def _target(row: Any) -> DeliveryTarget:
+    return DeliveryTarget(
+        delivery_id=row.id,
+        message_ids=list(row.message_ids),
+        agent_id=row.agent_id,
+        agent_name=row.agent_name,
+        webhook_url=row.webhook_url,
+        webhook_secret_encrypted=row.webhook_secret_encrypted,
+        timeout_seconds=row.timeout_seconds,
+        history_msg_count=row.history_msg_count,
+        recent_msg_window_minutes=row.recent_msg_window_minutes,
+        chat_id=row.chat_id,
+        chat_name=row.chat_name,
+        chat_external_id=row.chat_external_id,
+        channel_id=row.channel_id,
+        platform=row.platform,
+    )
+
+
+async def prepare_attempts(
+    session: AsyncSession, hub: Hub, claims: list[ClaimedAttempt]
+) -> list[tuple[ClaimedAttempt, PreparedDelivery]]:
+    """The payloads of just-claimed attempts, built in the claiming transaction."""
+    return [
+        (claim, await build_payload(session, hub, claim.target))
+        for claim in claims
+        if claim.target is not None
+    ]
 
 
 @dataclass
@@ -173,32 +273,30 @@ class Outcome:
         return code is None or code == 429 or code >= 500
 
 
-async def attempt_delivery(hub: Hub, claim: ClaimedAttempt) -> None:
+async def attempt_delivery(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDelivery) -> None:
     """POST one attempt to the agent and record what happened."""
-    async with hub.db.session(read_only=True) as session:
-        prepared = await build_payload(session, hub, claim.delivery_id)
-    if prepared is None:
-        return
-    outcome = await _post(hub, prepared.agent, prepared.body, claim.delivery_id, prepared.secret)
+    target = prepared.target
+    secret = hub.secrets.decrypt(target.webhook_secret_encrypted)
+    outcome = await _post(hub, target, prepared.body, secret)
     async with hub.db.session() as session:
         await record_outcome(session, hub, claim, outcome)
         await commit(session)  # then the events and wake-ups it raised go out
 
 
-async def _post(hub: Hub, agent: Agent, body: bytes, delivery_id: str, secret: str) -> Outcome:
+async def _post(hub: Hub, target: DeliveryTarget, body: bytes, secret: str) -> Outcome:
     started = time.perf_counter()
     try:
         await ensure_public_url(
-            agent.webhook_url, allow_private=hub.settings.private_agent_urls_allowed
+            target.webhook_url, allow_private=hub.settings.private_agent_urls_allowed
         )
         response = await hub.http.post(
-            agent.webhook_url,
+            target.webhook_url,
             content=body,
-            headers=sign_headers(secret, delivery_id, body),
-            timeout=agent.timeout_seconds,
+            headers=sign_headers(secret, target.delivery_id, body),
+            timeout=target.timeout_seconds,
         )
     except httpx2.TimeoutException:
-        return Outcome(None, _ms(started), error=f"timeout after {agent.timeout_seconds:g}s")
+        return Outcome(None, _ms(started), error=f"timeout after {target.timeout_seconds:g}s")
     except (httpx2.HTTPError, OSError, Exception) as exc:
         return Outcome(None, _ms(started), error=f"{type(exc).__name__}: {exc}"[:500])
     latency = _ms(started)
@@ -222,71 +320,150 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
+def _link_due_at() -> Any:
+    """The buffer of the delivery's (chat, agent): set when messages arrived in flight."""
+    return (
+        select(LINKS.c.due_at)
+        .where(LINKS.c.chat_id == DELIVERIES.c.chat_id, LINKS.c.agent_id == DELIVERIES.c.agent_id)
+        .scalar_subquery()
+    )
+
+
+_AT = DELIVERIES.c.completed_at.type
+_OUTCOME_VALUES: dict[str, dict[str, Any]] = {
+    "succeeded": {
+        "status": str(AgentDeliveryStatus.SUCCEEDED),
+        "completed_at": bindparam("b_now", type_=_AT),
+        "last_error": None,
+    },
+    "retry": {
+        "last_error": bindparam("b_error", type_=Text()),
+        "next_attempt_at": bindparam("b_next", type_=_AT),
+    },
+    "failed": {
+        "status": str(AgentDeliveryStatus.FAILED),
+        "completed_at": bindparam("b_now", type_=_AT),
+        "last_error": bindparam("b_error", type_=Text()),
+    },
+}
+# Only the attempt that holds the delivery records its outcome: (kind, on SQLite) → UPDATE.
+_RECORD = {
+    (kind, sqlite): update(DELIVERIES)
+    .where(
+        DELIVERIES.c.id == bindparam("b_id"),
+        DELIVERIES.c.status == PENDING,
+        DELIVERIES.c.attempt_count == bindparam("b_attempt"),
+    )
+    .values(locked_until=None, **values)
+    .returning(
+        DELIVERIES.c.chat_id,
+        DELIVERIES.c.agent_id,
+        *([_link_due_at().label("link_due_at")] if sqlite else []),
+    )
+    for kind, values in _OUTCOME_VALUES.items()
+    for sqlite in (True, False)
+}
+_NEW_ATTEMPT = insert(ATTEMPTS)
+_LOCKED_LINK_DUE_AT = (
+    select(LINKS.c.due_at)
+    .where(LINKS.c.chat_id == bindparam("b_chat_id"), LINKS.c.agent_id == bindparam("b_agent_id"))
+    .with_for_update()
+)
+
+
 async def record_outcome(
     session: AsyncSession, hub: Hub, claim: ClaimedAttempt, outcome: Outcome
 ) -> None:
-    delivery = await session.scalar(
-        select(AgentDelivery).where(AgentDelivery.id == claim.delivery_id).with_for_update()
-    )
-    if (
-        delivery is None
-        or delivery.status != AgentDeliveryStatus.PENDING
-        or delivery.attempt_count != claim.attempt_number
-    ):
-        return  # a newer attempt owns this delivery now (our lease ran out): drop our result
+    """Record an attempt's outcome — only if the delivery is still on this attempt (one
+    conditional UPDATE: a newer attempt owns it once our lease ran out, so our result is
+    dropped). Wakes the runner only when this makes work due that it did not know about."""
     now = hub.clock()
-    session.add(
-        DeliveryAttempt(
-            delivery_id=delivery.id,
-            attempt_number=claim.attempt_number,
-            started_at=now - timedelta(milliseconds=outcome.latency_ms),
-            status_code=outcome.status_code,
-            latency_ms=outcome.latency_ms,
-            error=outcome.error,
-        )
-    )
-    delivery.locked_until = None
+    params: dict[str, Any] = {"b_id": claim.delivery_id, "b_attempt": claim.attempt_number}
     if outcome.succeeded:
-        delivery.status = AgentDeliveryStatus.SUCCEEDED
-        delivery.completed_at = now
-        delivery.last_error = None
-        await apply_agent_reply(session, hub, delivery, outcome.body)
-    elif outcome.retryable and delivery.attempt_count < hub.settings.delivery_max_attempts:
-        delivery.last_error = outcome.error
-        delay = backoff_delay(delivery.attempt_count, hub.settings.delivery_backoff_base_seconds)
-        delivery.next_attempt_at = now + max(
-            delay, retry_after_delay(outcome.retry_after, now) or delay
-        )
+        kind = "succeeded"
+        params["b_now"] = now
+    elif outcome.retryable and claim.attempt_number < hub.settings.delivery_max_attempts:
+        kind = "retry"
+        delay = backoff_delay(claim.attempt_number, hub.settings.delivery_backoff_base_seconds)
+        params["b_error"] = outcome.error
+        params["b_next"] = now + max(delay, retry_after_delay(outcome.retry_after, now) or delay)
     else:
-        await _give_up(session, hub, delivery, outcome.error or "failed", now)
-    events.wake_after_commit(session, hub)
+        kind = "failed"
+        params["b_now"] = now
+        params["b_error"] = outcome.error or "failed"
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    row = (await session.execute(_RECORD[kind, sqlite], params)).first()
+    if row is None:
+        return  # a newer attempt owns this delivery now (our lease ran out): drop our result
+    await session.execute(
+        _NEW_ATTEMPT,
+        {
+            "delivery_id": claim.delivery_id,
+            "attempt_number": claim.attempt_number,
+            "started_at": now - timedelta(milliseconds=outcome.latency_ms),
+            "status_code": outcome.status_code,
+            "latency_ms": outcome.latency_ms,
+            "error": outcome.error,
+        },
+    )
+    if kind == "succeeded":
+        await apply_agent_reply(session, hub, row.chat_id, row.agent_id, outcome.body)
+    elif kind == "failed":
+        await _give_up(session, hub, claim.delivery_id, row.chat_id)
+    if kind == "retry" or await _messages_waiting(session, row, sqlite):
+        # A retry, or messages that arrived in flight (the runner left them alone while this
+        # delivery was pending): the runner must look again. Otherwise nothing new is due.
+        events.wake_after_commit(session, hub)
 
 
-async def _give_up(
-    session: AsyncSession, hub: Hub, delivery: AgentDelivery, error: str, now: datetime
-) -> None:
-    delivery.status = AgentDeliveryStatus.FAILED
-    delivery.completed_at = now
-    delivery.last_error = error
-    chat = await session.get(Chat, delivery.chat_id)
-    assert chat is not None
+async def _messages_waiting(session: AsyncSession, row: Any, sqlite: bool) -> bool:
+    if sqlite:
+        # Writers are serialised on SQLite: the buffer as the UPDATE saw it is final.
+        return row.link_due_at is not None
+    # PostgreSQL: lock the buffer row, so an inbound transaction that is filling it either
+    # committed before (we see its due_at) or commits after us (and its own wake-up then finds
+    # this delivery finished). A plain read could miss it and leave it to the sweep.
+    due_at = await session.scalar(
+        _LOCKED_LINK_DUE_AT, {"b_chat_id": row.chat_id, "b_agent_id": row.agent_id}
+    )
+    return due_at is not None
+
+
+async def _give_up(session: AsyncSession, hub: Hub, delivery_id: str, chat_id: str) -> None:
+    delivery = await session.get(AgentDelivery, delivery_id)
+    chat = await session.get(Chat, chat_id)
+    assert delivery is not None and chat is not None
     chat.needs_human = True
     await session.flush()
     events.publish_after_commit(session, hub, events.delivery_failed(chat, delivery))
     events.publish_after_commit(session, hub, events.chat_updated(chat))
 
 
+def buffer_due() -> Any:
+    """Scalar subquery: the earliest due buffer with no delivery in flight."""
+    return (
+        select(func.min(LINKS.c.due_at))
+        .where(LINKS.c.active.is_(True), ~_pending_delivery_exists())
+        .scalar_subquery()
+    )
+
+
+def delivery_due(*, except_ids: bool = False) -> Any:
+    """Scalar subquery: the earliest retry or lease expiry of a pending delivery (with
+    `except_ids`: not counting those in the bound list `b_except_deliveries`)."""
+    due = select(
+        func.min(func.coalesce(DELIVERIES.c.locked_until, DELIVERIES.c.next_attempt_at))
+    ).where(DELIVERIES.c.status == PENDING)
+    if except_ids:
+        due = due.where(DELIVERIES.c.id.not_in(bindparam("b_except_deliveries", expanding=True)))
+    return due.scalar_subquery()
+
+
+_NEXT_DUE = select(buffer_due(), delivery_due())
+
+
 async def next_due_time(session: AsyncSession) -> datetime | None:
     """The earliest moment any buffer or delivery falls due (for the runner's sleep)."""
-    buffered = await session.scalar(
-        select(func.min(ChatAgentLink.due_at)).where(
-            ChatAgentLink.active.is_(True), ~_pending_delivery_exists()
-        )
-    )
-    retry = await session.scalar(
-        select(
-            func.min(func.coalesce(AgentDelivery.locked_until, AgentDelivery.next_attempt_at))
-        ).where(AgentDelivery.status == AgentDeliveryStatus.PENDING)
-    )
+    buffered, retry = (await session.execute(_NEXT_DUE)).one()
     candidates = [t for t in (buffered, retry) if t is not None]
     return min(candidates) if candidates else None

@@ -1,39 +1,79 @@
 """One pass over all due work, shared by every job runtime: batch due buffers, start due
-agent deliveries and outbound sends, and tell the runner when to look again."""
+agent deliveries and outbound sends, and tell the runner when to look again.
+
+A pass is one write transaction (a unit of work has a large fixed cost, so it also builds the
+claimed attempts' payloads and reads the next due time) and, in the usual case, a handful of
+Core statements."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.delivery.agents import (
     attempt_delivery,
+    buffer_due,
     claim_due_attempts,
     create_due_deliveries,
-    next_due_time,
+    delivery_due,
+    prepare_attempts,
 )
-from agenthub.delivery.outbound import claim_due_sends, next_send_time, send_one
+from agenthub.delivery.outbound import claim_due_sends, send_due, send_one
 from agenthub.hub import Hub
 from agenthub.models import AgentDelivery, OutboundSend
 
 
 async def run_due_work(hub: Hub, now: datetime, *, wait: bool = False) -> datetime | None:
     """One pass. In-process, the HTTP calls run on as background tasks (`wait=False`) so the
-    runner can start the next pass at once; a Celery task waits for them (`wait=True`)."""
+    runner can start the next pass at once; a Celery task waits for them (`wait=True`).
+
+    The next due time is read in the same transaction, before the calls finish. An outcome
+    that makes something due sooner (a retry, messages that arrived in flight, a reply to
+    send) wakes the runner itself. In-process, the leases just taken count (should a call
+    never record its outcome, its work resumes when the lease runs out); with `wait=True`
+    they do not: the calls are over when this returns."""
     async with hub.db.transaction() as session:
         await create_due_deliveries(session, now)
-        attempts = await claim_due_attempts(session, now)
+        attempts = await prepare_attempts(session, hub, await claim_due_attempts(session, now))
         sends = await claim_due_sends(session, now)
-    work = [attempt_delivery(hub, a) for a in attempts] + [send_one(hub, s) for s in sends]
+        next_due = await next_work_time(
+            session,
+            except_deliveries=[c.delivery_id for c, _ in attempts] if wait else None,
+            except_sends=[s.message_id for s in sends] if wait else None,
+        )
+    work = [attempt_delivery(hub, c, p) for c, p in attempts] + [send_one(hub, s) for s in sends]
     if wait:
         await asyncio.gather(*work)
     else:
         for job in work:
             hub.spawn(job)
-    async with hub.db.session(read_only=True) as session:
-        times = [t for t in (await next_due_time(session), await next_send_time(session)) if t]
+    return next_due
+
+
+_NEXT_WORK = select(buffer_due(), delivery_due(), send_due())
+_NEXT_WORK_EXCEPT = select(buffer_due(), delivery_due(except_ids=True), send_due(except_ids=True))
+
+
+async def next_work_time(
+    session: AsyncSession,
+    *,
+    except_deliveries: list[str] | None = None,
+    except_sends: list[str] | None = None,
+) -> datetime | None:
+    """The earliest moment any buffer, delivery or send falls due, in one statement
+    (leaving out the deliveries and sends given)."""
+    if except_deliveries is None and except_sends is None:
+        row = (await session.execute(_NEXT_WORK)).one()
+    else:
+        params = {
+            "b_except_deliveries": except_deliveries or [],
+            "b_except_sends": except_sends or [],
+        }
+        row = (await session.execute(_NEXT_WORK_EXCEPT, params)).one()
+    times: list[datetime] = [t for t in row if t is not None]
     return min(times) if times else None
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Integer, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.delivery import events
@@ -44,26 +44,49 @@ class ClaimedSend:
     attempt_number: int
 
 
+SENDS = cast(Table, OutboundSend.__table__)
+PENDING = str(OutboundStatus.PENDING)
+# Built once, with bind parameters (building a statement per call costs more than running it).
+_DUE_SENDS = (
+    select(SENDS.c.message_id, SENDS.c.attempt_count)
+    .where(
+        SENDS.c.status == PENDING,
+        SENDS.c.next_attempt_at <= bindparam("b_now"),
+        or_(SENDS.c.locked_until.is_(None), SENDS.c.locked_until <= bindparam("b_now")),
+    )
+    .order_by(SENDS.c.next_attempt_at)
+    .limit(bindparam("b_limit", type_=Integer()))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM = (
+    update(SENDS)
+    .where(SENDS.c.message_id == bindparam("b_id"))
+    .values(
+        attempt_count=bindparam("b_attempt", type_=Integer()),
+        locked_until=bindparam("b_until", type_=SENDS.c.locked_until.type),
+    )
+)
+
+
 async def claim_due_sends(
     session: AsyncSession, now: datetime, limit: int = 50
 ) -> list[ClaimedSend]:
-    rows = await session.scalars(
-        select(OutboundSend)
-        .where(
-            OutboundSend.status == OutboundStatus.PENDING,
-            OutboundSend.next_attempt_at <= now,
-            or_(OutboundSend.locked_until.is_(None), OutboundSend.locked_until <= now),
-        )
-        .order_by(OutboundSend.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    """Lease due sends (Core statements: this runs on every pass, usually finding none)."""
+    rows = (await session.execute(_DUE_SENDS, {"b_now": now, "b_limit": limit})).all()
+    if not rows:
+        return []
+    await session.execute(
+        _CLAIM,
+        [
+            {
+                "b_id": row.message_id,
+                "b_attempt": row.attempt_count + 1,
+                "b_until": now + SEND_LEASE,
+            }
+            for row in rows
+        ],
     )
-    claimed = []
-    for send in rows.all():
-        send.attempt_count += 1
-        send.locked_until = now + SEND_LEASE
-        claimed.append(ClaimedSend(send.message_id, send.attempt_count))
-    return claimed
+    return [ClaimedSend(row.message_id, row.attempt_count + 1) for row in rows]
 
 
 async def send_one(hub: Hub, claim: ClaimedSend) -> None:
@@ -172,8 +195,16 @@ async def apply_status(
 
 
 async def next_send_time(session: AsyncSession) -> datetime | None:
-    return await session.scalar(
-        select(
-            func.min(func.coalesce(OutboundSend.locked_until, OutboundSend.next_attempt_at))
-        ).where(OutboundSend.status == OutboundStatus.PENDING)
+    result: datetime | None = await session.scalar(select(send_due()))
+    return result
+
+
+def send_due(*, except_ids: bool = False) -> Any:
+    """Scalar subquery: the earliest retry or lease expiry of a pending send (with
+    `except_ids`: not counting those in the bound list `b_except_sends`)."""
+    due = select(func.min(func.coalesce(SENDS.c.locked_until, SENDS.c.next_attempt_at))).where(
+        SENDS.c.status == PENDING
     )
+    if except_ids:
+        due = due.where(SENDS.c.message_id.not_in(bindparam("b_except_sends", expanding=True)))
+    return due.scalar_subquery()

@@ -1,25 +1,71 @@
-"""The delivery body of contract §5 and its Standard Webhooks signature."""
+"""The delivery body of contract §5 and its Standard Webhooks signature.
+
+Built inside the transaction that claims the attempt (`claim_due_attempts` already read the
+delivery, agent, chat and channel columns it needs), with Core statements: this runs once per
+delivered message, and an ORM load per row costs several times more than the row itself.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select
+from pydantic import TypeAdapter
+from sqlalchemy import Integer, Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook
 
-from agenthub.chats.schemas import MessageOut
 from agenthub.hub import Hub
-from agenthub.models import Agent, AgentDelivery, Channel, Chat, Message, utcnow
+from agenthub.models import Message, utcnow
+
+MESSAGES = cast(Table, Message.__table__)
+# Serialises timestamps exactly as `MessageOut` does (pydantic, mode="json").
+_TIMESTAMP = TypeAdapter(datetime)
+_HISTORY_COLUMNS = (
+    MESSAGES.c.id,
+    MESSAGES.c.seq,
+    MESSAGES.c.content,
+    MESSAGES.c.sender_type,
+    MESSAGES.c.timestamp,
+    MESSAGES.c.meta_data,
+)
+# Built once, with bind parameters (building a statement per call costs more than running it).
+_RECENT = (
+    select(*_HISTORY_COLUMNS)
+    .where(
+        MESSAGES.c.chat_id == bindparam("b_chat_id"), MESSAGES.c.timestamp >= bindparam("b_since")
+    )
+    .order_by(MESSAGES.c.seq.desc())
+    .limit(bindparam("b_limit", type_=Integer()))
+)
+_BY_ID = select(*_HISTORY_COLUMNS).where(MESSAGES.c.id.in_(bindparam("b_ids", expanding=True)))
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """What one attempt needs to know about its delivery, read when it was claimed."""
+
+    delivery_id: str
+    message_ids: list[str]
+    agent_id: str
+    agent_name: str
+    webhook_url: str
+    webhook_secret_encrypted: str
+    timeout_seconds: float
+    history_msg_count: int
+    recent_msg_window_minutes: int
+    chat_id: str
+    chat_name: str | None
+    chat_external_id: str
+    channel_id: str
+    platform: str
 
 
 @dataclass
 class PreparedDelivery:
-    agent: Agent
-    secret: str
+    target: DeliveryTarget
     body: bytes
 
 
@@ -35,67 +81,51 @@ def sign_headers(secret: str, webhook_id: str, body: bytes) -> dict[str, str]:
 
 
 async def build_payload(
-    session: AsyncSession, hub: Hub, delivery_id: str
-) -> PreparedDelivery | None:
-    row = (
-        await session.execute(
-            select(AgentDelivery, Agent, Chat, Channel)
-            .join(Agent, Agent.id == AgentDelivery.agent_id)
-            .join(Chat, Chat.id == AgentDelivery.chat_id)
-            .join(Channel, Channel.id == Chat.channel_id)
-            .where(AgentDelivery.id == delivery_id)
-        )
-    ).first()
-    if row is None:
-        return None
-    delivery, agent, chat, channel = row
-    history = await _history(session, agent, chat, delivery.message_ids)
+    session: AsyncSession, hub: Hub, target: DeliveryTarget
+) -> PreparedDelivery:
+    history = await _history(session, target)
     body: dict[str, Any] = {
         "event": "chat.messages",
-        "delivery_id": delivery.id,
-        "agent": {"id": agent.id, "name": agent.name},
+        "delivery_id": target.delivery_id,
+        "agent": {"id": target.agent_id, "name": target.agent_name},
         "chat": {
-            "id": chat.id,
-            "name": chat.name,
-            "external_id": chat.external_id,
-            "channel_id": channel.id,
-            "platform": channel.platform,
+            "id": target.chat_id,
+            "name": target.chat_name,
+            "external_id": target.chat_external_id,
+            "channel_id": target.channel_id,
+            "platform": target.platform,
         },
         "messages": [_message_json(m) for m in history],
-        "new_message_ids": list(delivery.message_ids),
-        "reply_url": f"{hub.settings.effective_public_url}/chats/{chat.id}/messages",
+        "new_message_ids": list(target.message_ids),
+        "reply_url": f"{hub.settings.effective_public_url}/chats/{target.chat_id}/messages",
     }
     encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return PreparedDelivery(agent, hub.secrets.decrypt(agent.webhook_secret_encrypted), encoded)
+    return PreparedDelivery(target, encoded)
 
 
-async def _history(
-    session: AsyncSession, agent: Agent, chat: Chat, new_ids: list[str]
-) -> list[Message]:
+async def _history(session: AsyncSession, target: DeliveryTarget) -> list[Any]:
     """The last `history_msg_count` messages of the window, plus every new one, oldest first."""
-    since = utcnow() - timedelta(minutes=agent.recent_msg_window_minutes)
-    recent = await session.scalars(
-        select(Message)
-        .where(Message.chat_id == chat.id, Message.timestamp >= since)
-        .order_by(Message.seq.desc())
-        .limit(agent.history_msg_count)
+    since = utcnow() - timedelta(minutes=target.recent_msg_window_minutes)
+    recent = await session.execute(
+        _RECENT,
+        {"b_chat_id": target.chat_id, "b_since": since, "b_limit": target.history_msg_count},
     )
     by_id = {m.id: m for m in recent}
-    missing = [i for i in new_ids if i not in by_id]
+    missing = [i for i in target.message_ids if i not in by_id]
     if missing:
-        by_id.update(
-            {m.id: m for m in await session.scalars(select(Message).where(Message.id.in_(missing)))}
-        )
+        older = await session.execute(_BY_ID, {"b_ids": missing})
+        by_id.update({m.id: m for m in older})
     return sorted(by_id.values(), key=lambda m: m.seq)
 
 
-def _message_json(message: Message) -> dict[str, Any]:
-    body = MessageOut.model_validate(message).model_dump(mode="json")
+def _message_json(message: Any) -> dict[str, Any]:
+    """A message as `MessageOut` serialises it, with the fields of contract §5."""
+    sender_type = str(message.sender_type)
     return {
-        "id": body["id"],
-        "content": body["content"],
-        "sender": body["sender_type"].lower(),
-        "sender_type": body["sender_type"],
-        "timestamp": body["timestamp"],
-        "meta_data": body["meta_data"],
+        "id": message.id,
+        "content": message.content,
+        "sender": sender_type.lower(),
+        "sender_type": sender_type,
+        "timestamp": _TIMESTAMP.dump_python(message.timestamp, mode="json"),
+        "meta_data": message.meta_data,
     }

@@ -11,7 +11,7 @@ from agenthub.chats.schemas import MAX_CONTENT
 from agenthub.delivery import events
 from agenthub.delivery.outbound import queue_outbound
 from agenthub.hub import Hub
-from agenthub.models import AgentDelivery, Chat, ChatAgentLink, SenderType
+from agenthub.models import Chat, ChatAgentLink, SenderType
 
 
 def reply_texts(body: Any) -> list[str]:
@@ -27,7 +27,7 @@ def reply_texts(body: Any) -> list[str]:
 
 
 async def apply_agent_reply(
-    session: AsyncSession, hub: Hub, delivery: AgentDelivery, body: Any
+    session: AsyncSession, hub: Hub, chat_id: str, agent_id: str, body: Any
 ) -> None:
     from agenthub.chats.service import add_message
 
@@ -35,15 +35,15 @@ async def apply_agent_reply(
     handoff = isinstance(body, dict) and body.get("handoff") is True
     if not texts and not handoff:
         return
-    chat = await session.get(Chat, delivery.chat_id)
+    chat = await session.get(Chat, chat_id)
     assert chat is not None
     for text in texts:
         message = await add_message(
-            session, chat, content=text, sender_type=SenderType.AGENT, sender_id=delivery.agent_id
+            session, chat, content=text, sender_type=SenderType.AGENT, sender_id=agent_id
         )
         await queue_outbound(session, hub, message)
     if handoff:
-        await _hand_off(session, chat, delivery.agent_id)
+        await _hand_off(session, chat, agent_id)
     await session.flush()
     events.publish_after_commit(session, hub, events.chat_updated(chat))
 
