@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import select
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from agenthub.hub import Hub
@@ -641,3 +642,91 @@ async def test_inbound_duplicates_are_stored_once_and_delivered_once(
     await asyncio.sleep(0.3)
     assert account(agent, contact_ids) == Accounting(len(agent.successes), 2, 0, 0, 0)
     assert [m for r in agent.successes for m in r.new_message_ids] == contact_ids
+
+
+class CountingRunner:
+    """A job runner that only counts wake-ups (the test is the scheduler)."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_an_outcome_wakes_the_runner_only_when_it_makes_work_due(settings: Settings) -> None:
+    """Recording an attempt wakes the runner for a retry, or when messages arrived while the
+    delivery was in flight (the runner left them waiting) — and for nothing else, such as
+    another chat's waiting messages or a stale attempt."""
+    from agenthub.delivery.agents import (
+        ClaimedAttempt,
+        Outcome,
+        claim_due_attempts,
+        create_due_deliveries,
+        record_outcome,
+    )
+    from agenthub.models import Base, DeliveryAttempt
+    from agenthub.platforms.base import InboundMessage
+    from agenthub.uow import commit
+    from agenthub.webhooks.service import store_contact_message
+    from tests.factories import make_agent, make_channel
+
+    hub = Hub.from_settings(settings)
+    runner = CountingRunner()
+    hub.jobs = runner
+    sent = itertools.count()
+
+    async def arrive(contact: str) -> None:
+        inbound = InboundMessage(f"ext-{next(sent)}", contact, "hi")
+        async with hub.db.transaction() as session:
+            assert await store_contact_message(session, hub, channel, inbound) is not None
+
+    async def claim() -> dict[str, ClaimedAttempt]:
+        async with hub.db.transaction() as session:
+            await create_due_deliveries(session, hub.clock())
+            claims = await claim_due_attempts(session, hub.clock())
+        # By contact: the chats' external ids.
+        return {c.target.chat_external_id: c for c in claims if c.target is not None}
+
+    async def woke(claim: ClaimedAttempt, outcome: Outcome) -> bool:
+        before = runner.wakes
+        async with hub.db.session() as session:
+            await record_outcome(session, hub, claim, outcome)
+            await commit(session)
+        return runner.wakes > before
+
+    try:
+        channel = await make_channel(hub)
+        await make_agent(hub, buffer_time_seconds=0)
+        await arrive("+1555000001")
+        await arrive("+1555000002")
+        first = await claim()
+        assert len(first) == 2
+        chat_a, chat_b = "+1555000001", "+1555000002"
+        await arrive(chat_a)  # while its delivery is in flight
+
+        assert not await woke(first[chat_b], Outcome(200, 1.0))  # A's waiting messages: not B's
+        assert await woke(first[chat_a], Outcome(200, 1.0))  # A's next batch can go now
+        second = await claim()
+        assert list(second) == [chat_a]
+        assert await woke(second[chat_a], Outcome(503, 1.0, error="HTTP 503"))  # a retry
+        stale = ClaimedAttempt(second[chat_a].delivery_id, second[chat_a].attempt_number - 1)
+        assert not await woke(stale, Outcome(200, 1.0))
+        async with hub.db.session(read_only=True) as session:
+            attempts = list(await session.scalars(select(DeliveryAttempt)))
+        assert sorted((a.status_code, a.attempt_number) for a in attempts) == [
+            (200, 1),
+            (200, 1),
+            (503, 1),
+        ]
+    finally:
+        async with hub.db.transaction() as session:
+            for table in reversed(Base.metadata.sorted_tables):
+                await session.execute(table.delete())
+        await hub.close()

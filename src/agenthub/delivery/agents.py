@@ -18,7 +18,18 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import httpx2
-from sqlalchemy import Integer, Table, Text, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.delivery import events
@@ -321,10 +332,16 @@ def _ms(started: float) -> float:
 
 
 def _link_due_at() -> Any:
-    """The buffer of the delivery's (chat, agent): set when messages arrived in flight."""
+    """For RETURNING: the due time of the delivery's (chat, agent) buffer, set when messages
+    arrived in flight. The delivery's columns are spelled out with their table: RETURNING
+    renders columns unqualified, and inside the subquery a bare `chat_id` is the link's."""
+    delivery = DELIVERIES.name
     return (
         select(LINKS.c.due_at)
-        .where(LINKS.c.chat_id == DELIVERIES.c.chat_id, LINKS.c.agent_id == DELIVERIES.c.agent_id)
+        .where(
+            LINKS.c.chat_id == literal_column(f"{delivery}.chat_id"),
+            LINKS.c.agent_id == literal_column(f"{delivery}.agent_id"),
+        )
         .scalar_subquery()
     )
 
