@@ -4,6 +4,7 @@ costs one trip to aiosqlite's thread instead of four."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -110,3 +111,31 @@ async def test_a_statement_is_one_hop(database: Database, hops: list[str]) -> No
         hops.clear()
         await conn.execute(insert(ITEMS), [{"name": f"m{i}", "count": i} for i in range(3)])
         assert len(hops) == 1, hops
+
+
+async def test_a_write_transaction_is_one_hop_per_statement_plus_commit(
+    database: Database, hops: list[str]
+) -> None:
+    for name in ("warm-up", "measured"):  # the first opens the (one) pooled connection
+        hops.clear()
+        async with database.session() as session:  # BEGIN IMMEDIATE (see db.py)
+            await session.execute(insert(ITEMS).values(name=name, count=1))
+            await session.commit()
+    # The BEGIN rode along with the INSERT; the pool's rollback after a commit is skipped.
+    assert hops == ["_execute", "commit"], hops
+
+
+async def test_the_write_lock_is_taken_with_the_first_statement(
+    database: Database, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "driver.db", timeout=0, isolation_level=None)
+    try:
+        async with database.session() as session:
+            await session.execute(select(ITEMS.c.id))  # BEGIN IMMEDIATE + this, one hop
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            await session.rollback()
+        other.execute("BEGIN IMMEDIATE")  # released by the rollback
+        other.execute("ROLLBACK")
+    finally:
+        other.close()

@@ -31,10 +31,16 @@ from sqlalchemy.util.concurrency import await_
 DRIVER_NAME = "agenthub_aiosqlite"
 
 Outcome = tuple[Any, int, int | None, list[Any] | None]
+BEGIN_STATEMENTS = frozenset({"BEGIN", "BEGIN IMMEDIATE", "BEGIN DEFERRED", "BEGIN EXCLUSIVE"})
 
 
-def _execute(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
-    """Runs on aiosqlite's thread: the whole statement, rows included, in one call."""
+def _execute(
+    conn: sqlite3.Connection, operation: str, parameters: Any, many: bool, begin: str | None
+) -> Outcome:
+    """Runs on aiosqlite's thread: the whole statement, rows included, in one call (after the
+    transaction's deferred BEGIN, if this is its first statement)."""
+    if begin is not None:
+        conn.execute(begin)
     cursor = conn.cursor()
     try:
         if many:
@@ -90,9 +96,18 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         await self._run(operation, seq_of_parameters, many=True)
 
     async def _run(self, operation: Any, parameters: Any, *, many: bool) -> None:
-        async with self._adapt_connection._execute_mutex:
+        adapted: OneHopConnection = self._adapt_connection  # type: ignore[assignment]
+        if operation in BEGIN_STATEMENTS and not many:
+            # Sent with the transaction's first statement: no hop of its own.
+            adapted._pending_begin = operation
+            self._outcome, self._rows = (None, -1, None, None), collections.deque()
+            return
+        async with adapted._execute_mutex:
+            begin, adapted._pending_begin = adapted._pending_begin, None
             aio = self._connection
-            self._outcome = await aio._execute(_execute, aio._conn, operation, parameters, many)
+            self._outcome = await aio._execute(
+                _execute, aio._conn, operation, parameters, many, begin
+            )
             self._rows = collections.deque(self._outcome[3] or ())
 
     async def _async_soft_close(self) -> None:
@@ -103,8 +118,30 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """Also saves the hops of statements with nothing to do: a BEGIN waits for the first
+    statement of its transaction, and COMMIT / ROLLBACK outside a transaction are skipped
+    (SQLAlchemy's pool rolls back every connection it takes back, committed or not)."""
+
+    __slots__ = ("_pending_begin",)
     _cursor_cls = OneHopCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._pending_begin: str | None = None
+
+    def _in_transaction(self) -> bool:
+        # Reads SQLite's autocommit flag; no statement runs meanwhile (SQLAlchemy awaits each).
+        return bool(self._connection._connection and self._connection._conn.in_transaction)
+
+    def commit(self) -> None:
+        self._pending_begin = None  # a transaction that never ran a statement: nothing to do
+        if self._in_transaction():
+            super().commit()
+
+    def rollback(self) -> None:
+        self._pending_begin = None
+        if self._in_transaction():
+            super().rollback()
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):

@@ -39,7 +39,8 @@ STATUS_MAP = {
 def twilio_signature(auth_token: str, url: str, params: dict[str, list[str]]) -> str:
     """HMAC-SHA1 over the URL plus every param name+value, names and values sorted."""
     payload = url + "".join(
-        name + value for name in sorted(params) for value in sorted(set(params[name]))
+        name + values[0] if len(values) == 1 else "".join(name + v for v in sorted(set(values)))
+        for name, values in sorted(params.items())
     )
     digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()

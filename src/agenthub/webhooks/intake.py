@@ -81,8 +81,9 @@ class WebhookIntake:
             batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
             try:
                 await self._store(batch)
-            except BaseException as exc:  # cancelled at shutdown: nobody is left waiting
-                _fail(batch, exc)
+            except BaseException as exc:  # cancelled at shutdown: leave nobody waiting
+                _fail([*batch, *self._queue], exc)
+                self._queue.clear()
                 raise
 
     async def _store(self, batch: list[ReceivedWebhook], retries: int = 1) -> None:

@@ -10,7 +10,7 @@ messages, …) whatever the batch size. A batch of one is the plain case.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -55,7 +55,7 @@ STORED_IDS = select(MESSAGES.c.channel_id, MESSAGES.c.external_id).where(
     _any_of(MESSAGES.c.channel_id, "channel_ids"), _any_of(MESSAGES.c.external_id, "external_ids")
 )
 LOCKED_CHATS = (
-    select(CHATS)
+    select(CHATS.c.id, CHATS.c.channel_id, CHATS.c.external_id, CHATS.c.name, CHATS.c.message_seq)
     .where(_any_of(CHATS.c.channel_id, "channel_ids"), _any_of(CHATS.c.external_id, "contacts"))
     .order_by(CHATS.c.id)
     # NO KEY UPDATE (PostgreSQL): still one writer per chat, but the foreign-key checks of
@@ -137,6 +137,7 @@ async def store_contact_messages(
     locked (PostgreSQL: `FOR NO KEY UPDATE`; SQLite: the write transaction) while their
     sequence numbers are handed out, so concurrent writers never reuse a position.
     """
+    arrivals = [_storable(arrival) for arrival in arrivals]
     fresh = await _not_yet_stored(session, arrivals)
     if not fresh:
         return [None] * len(arrivals)
@@ -150,6 +151,23 @@ async def store_contact_messages(
     if buffered:
         events.wake_after_commit(session, hub)
     return [stored.get(id(arrival)) for arrival in arrivals]
+
+
+def _storable(arrival: Arrival) -> Arrival:
+    """Without NUL characters, which PostgreSQL text cannot hold: a platform message that
+    carries one is stored without it rather than refused (and lost)."""
+    message = arrival.message
+    texts = (message.external_id, message.contact_id, message.content, message.contact_name)
+    if not any(text and "\x00" in text for text in texts):
+        return arrival
+    clean = replace(
+        message,
+        external_id=message.external_id.replace("\x00", ""),
+        contact_id=message.contact_id.replace("\x00", ""),
+        content=message.content.replace("\x00", ""),
+        contact_name=message.contact_name and message.contact_name.replace("\x00", ""),
+    )
+    return replace(arrival, message=clean)
 
 
 async def _not_yet_stored(session: AsyncSession, arrivals: Sequence[Arrival]) -> list[Arrival]:
@@ -188,9 +206,12 @@ async def _chats_for(
     for arrival in arrivals:
         names.setdefault(arrival.chat_key, arrival.message.contact_name)
     proposed = {key: new_id("cht") for key in missing}
-    await _insert_chats_if_absent(session, hub, proposed, names)
+    created_at = hub.clock()
+    await _insert_chats_if_absent(session, proposed, names, created_at)
     chats.update(await _locked_chats(session, missing))
     created = [key for key in missing if chats[key]["id"] == proposed[key]]
+    for key in created:  # the rest of a new chat's row, for its `chat_updated` event
+        chats[key].update(created_at=created_at, needs_human=False, assigned_user_id=None)
     await _link_default_agents(session, hub, [chats[key]["id"] for key in created])
     return chats, created
 
@@ -206,20 +227,28 @@ async def _locked_chats(
             "contacts": sorted({contact for _, contact in keys}),
         },
     )
-    rows = (dict(row._mapping) for row in result)
-    return {key: row for row in rows if (key := (row["channel_id"], row["external_id"])) in wanted}
+    return {
+        (channel_id, contact): {
+            "id": chat_id,
+            "channel_id": channel_id,
+            "external_id": contact,
+            "name": name,
+            "message_seq": seq,
+        }
+        for chat_id, channel_id, contact, name, seq in result
+        if (channel_id, contact) in wanted
+    }
 
 
 async def _insert_chats_if_absent(
     session: AsyncSession,
-    hub: Hub,
     proposed: dict[ChatKey, str],
     names: dict[ChatKey, str | None],
+    now: datetime,
 ) -> None:
     """Insert-if-absent: concurrent first messages of one contact create one chat. Sorted, so
     two transactions inserting the same new chats cannot wait on each other in a cycle."""
     insert_for = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-    now = hub.clock()
     await session.execute(
         insert_for(CHATS)
         .values(
