@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = Hub.from_settings(settings)
         app.state.hub = hub
         await start_runtime(hub)
+        hub.settle_memory()
         try:
             yield
         finally:

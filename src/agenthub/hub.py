@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +63,15 @@ class Hub:
             ),
             events=InProcessEventBus(settings.events_buffer_size),
         )
+
+    @staticmethod
+    def settle_memory() -> None:
+        """Call once startup is done (app, engines, caches built): move every object that
+        exists now out of reach of the cyclic garbage collector. They live as long as the
+        process, yet each full collection walked them all; under load that was about a sixth
+        of the CPU a webhook cost (`gc.freeze`, as the Python docs suggest for servers)."""
+        gc.collect()
+        gc.freeze()
 
     def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run `work` in the background, tracked so shutdown can wait for it."""

@@ -73,6 +73,7 @@ def _start_worker_process(**_: Any) -> None:
     asyncio.set_event_loop(loop)
     _WorkerState.loop = loop
     _WorkerState.hub = loop.run_until_complete(build_production_hub(get_settings(), worker=True))
+    _WorkerState.hub.settle_memory()
 
 
 @worker_process_shutdown.connect

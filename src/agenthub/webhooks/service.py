@@ -9,7 +9,7 @@ messages, …) whatever the batch size. A batch of one is the plain case.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from agenthub.chats.service import PREVIEW_CHARS
 from agenthub.delivery import events
@@ -138,19 +140,31 @@ async def store_contact_messages(
     sequence numbers are handed out, so concurrent writers never reuse a position.
     """
     arrivals = [_storable(arrival) for arrival in arrivals]
-    fresh = await _not_yet_stored(session, arrivals)
-    if not fresh:
-        return [None] * len(arrivals)
-    chats, created = await _chats_for(session, hub, fresh)
-    stored = await _insert_messages(session, chats, fresh)
-    buffered = await _fill_buffers(session, list(stored.values()))
+    # One greenlet for all the statements, on the session's connection: Core, no ORM layer.
+    stored, created, buffered = await session.run_sync(_store, hub.clock, arrivals)
     for row in stored.values():
         events.publish_after_commit(session, hub, events.new_message(row))
-    for key in created:
-        events.publish_after_commit(session, hub, events.chat_updated(_chat(chats[key])))
+    for chat in created:
+        events.publish_after_commit(session, hub, events.chat_updated(_chat(chat)))
     if buffered:
         events.wake_after_commit(session, hub)
     return [stored.get(id(arrival)) for arrival in arrivals]
+
+
+Stored = tuple[dict[int, dict[str, Any]], list[dict[str, Any]], bool]
+
+
+def _store(session: Session, clock: Callable[[], datetime], arrivals: list[Arrival]) -> Stored:
+    """The statements of `store_contact_messages`: the stored rows by `id()` of their arrival,
+    the rows of the chats created, and whether any agent buffer was filled."""
+    conn = session.connection()
+    fresh = _not_yet_stored(conn, arrivals)
+    if not fresh:
+        return {}, [], False
+    chats, created = _chats_for(conn, clock, fresh)
+    stored = _insert_messages(conn, chats, fresh)
+    buffered = _fill_buffers(conn, list(stored.values()))
+    return stored, [chats[key] for key in created], buffered
 
 
 def _storable(arrival: Arrival) -> Arrival:
@@ -170,12 +184,12 @@ def _storable(arrival: Arrival) -> Arrival:
     return replace(arrival, message=clean)
 
 
-async def _not_yet_stored(session: AsyncSession, arrivals: Sequence[Arrival]) -> list[Arrival]:
+def _not_yet_stored(conn: Connection, arrivals: Sequence[Arrival]) -> list[Arrival]:
     """The arrivals whose platform id is new: not in the database, nor earlier in this batch
     (a platform retry racing its original)."""
     stored = {
         (row.channel_id, row.external_id)
-        for row in await session.execute(
+        for row in conn.execute(
             STORED_IDS,
             {
                 "channel_ids": sorted({a.channel_id for a in arrivals}),
@@ -192,13 +206,13 @@ async def _not_yet_stored(session: AsyncSession, arrivals: Sequence[Arrival]) ->
     return fresh
 
 
-async def _chats_for(
-    session: AsyncSession, hub: Hub, arrivals: list[Arrival]
+def _chats_for(
+    conn: Connection, clock: Callable[[], datetime], arrivals: list[Arrival]
 ) -> tuple[dict[ChatKey, dict[str, Any]], list[ChatKey]]:
     """Each arrival's chat row, locked, creating the missing chats (and linking their default
     agents); and the keys of the chats created."""
     keys = sorted({arrival.chat_key for arrival in arrivals})
-    chats = await _locked_chats(session, keys)
+    chats = _locked_chats(conn, keys)
     missing = [key for key in keys if key not in chats]
     if not missing:
         return chats, []
@@ -206,21 +220,19 @@ async def _chats_for(
     for arrival in arrivals:
         names.setdefault(arrival.chat_key, arrival.message.contact_name)
     proposed = {key: new_id("cht") for key in missing}
-    created_at = hub.clock()
-    await _insert_chats_if_absent(session, proposed, names, created_at)
-    chats.update(await _locked_chats(session, missing))
+    created_at = clock()
+    _insert_chats_if_absent(conn, proposed, names, created_at)
+    chats.update(_locked_chats(conn, missing))
     created = [key for key in missing if chats[key]["id"] == proposed[key]]
     for key in created:  # the rest of a new chat's row, for its `chat_updated` event
         chats[key].update(created_at=created_at, needs_human=False, assigned_user_id=None)
-    await _link_default_agents(session, hub, [chats[key]["id"] for key in created])
+    _link_default_agents(conn, created_at, [chats[key]["id"] for key in created])
     return chats, created
 
 
-async def _locked_chats(
-    session: AsyncSession, keys: list[ChatKey]
-) -> dict[ChatKey, dict[str, Any]]:
+def _locked_chats(conn: Connection, keys: list[ChatKey]) -> dict[ChatKey, dict[str, Any]]:
     wanted = set(keys)
-    result = await session.execute(
+    result = conn.execute(
         LOCKED_CHATS,
         {
             "channel_ids": sorted({channel_id for channel_id, _ in keys}),
@@ -240,16 +252,16 @@ async def _locked_chats(
     }
 
 
-async def _insert_chats_if_absent(
-    session: AsyncSession,
+def _insert_chats_if_absent(
+    conn: Connection,
     proposed: dict[ChatKey, str],
     names: dict[ChatKey, str | None],
     now: datetime,
 ) -> None:
     """Insert-if-absent: concurrent first messages of one contact create one chat. Sorted, so
     two transactions inserting the same new chats cannot wait on each other in a cycle."""
-    insert_for = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-    await session.execute(
+    insert_for = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+    conn.execute(
         insert_for(CHATS)
         .values(
             [
@@ -269,13 +281,12 @@ async def _insert_chats_if_absent(
     )
 
 
-async def _link_default_agents(session: AsyncSession, hub: Hub, chat_ids: list[str]) -> None:
+def _link_default_agents(conn: Connection, now: datetime, chat_ids: list[str]) -> None:
     if not chat_ids:
         return
-    agent_ids = list(await session.scalars(DEFAULT_AGENTS))
+    agent_ids = list(conn.scalars(DEFAULT_AGENTS))
     if agent_ids:
-        now = hub.clock()
-        await session.execute(
+        conn.execute(
             INSERT_LINKS,
             [
                 {
@@ -292,8 +303,8 @@ async def _link_default_agents(session: AsyncSession, hub: Hub, chat_ids: list[s
         )
 
 
-async def _insert_messages(
-    session: AsyncSession, chats: dict[ChatKey, dict[str, Any]], arrivals: list[Arrival]
+def _insert_messages(
+    conn: Connection, chats: dict[ChatKey, dict[str, Any]], arrivals: list[Arrival]
 ) -> dict[int, dict[str, Any]]:
     """Insert the messages, next in their chats' order, and refresh each chat's summary.
     Returns the rows by `id()` of their arrival."""
@@ -320,8 +331,8 @@ async def _insert_messages(
             "timestamp": arrival.received_at,
             "meta_data": inbound.meta_data or {},
         }
-    await session.execute(INSERT_MESSAGES, list(stored.values()))
-    await session.execute(
+    conn.execute(INSERT_MESSAGES, list(stored.values()))
+    conn.execute(
         UPDATE_CHAT_SUMMARIES,
         [
             {
@@ -338,18 +349,16 @@ async def _insert_messages(
     return stored
 
 
-async def _fill_buffers(session: AsyncSession, messages: list[dict[str, Any]]) -> bool:
+def _fill_buffers(conn: Connection, messages: list[dict[str, Any]]) -> bool:
     """Add the new messages to the buffer of each active agent of their chats (contract §5):
     the buffer falls due when the chat has been quiet long enough, or at its cap."""
     arrivals: dict[str, list[datetime]] = {}
     for message in messages:
         arrivals.setdefault(message["chat_id"], []).append(message["timestamp"])
-    links = (await session.execute(BUFFERING_LINKS, {"chat_ids": sorted(arrivals)})).all()
+    links = (conn.execute(BUFFERING_LINKS, {"chat_ids": sorted(arrivals)})).all()
     if not links:
         return False
-    await session.execute(
-        UPDATE_BUFFERS, [_buffered(link, arrivals[link.chat_id]) for link in links]
-    )
+    conn.execute(UPDATE_BUFFERS, [_buffered(link, arrivals[link.chat_id]) for link in links])
     return True
 
 
