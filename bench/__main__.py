@@ -1,4 +1,4 @@
-"""`python -m bench`: run the measurements and print Markdown tables (about 4 minutes).
+"""`python -m bench`: run the measurements and print Markdown tables (about 3 minutes).
 
 (a) Inbound throughput: signed Twilio webhooks with unique MessageSids from `--connections`
     keep-alive connections (closed loop), against `agenthub serve` on SQLite (one process, no
