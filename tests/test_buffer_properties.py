@@ -24,7 +24,6 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from agenthub.chats import service as chats_service
 from agenthub.delivery.agents import (
     ClaimedAttempt,
     Outcome,
@@ -68,13 +67,11 @@ class FakeClock:
 
 
 @pytest.fixture
-async def bare_hub(settings: Settings, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+async def bare_hub(settings: Settings):  # type: ignore[no-untyped-def]
     """A Hub on the test database with no job runner: the test is the scheduler."""
     hub = Hub.from_settings(settings.model_copy(update={"delivery_max_attempts": 50}))
     clock = FakeClock()
-    hub.clock = clock
-    # Message timestamps (the buffer's arrival times) come from the same fake clock.
-    monkeypatch.setattr(chats_service, "utcnow", clock)
+    hub.clock = clock  # message timestamps (the buffer's arrival times) come from it too
     await hub.events.start()
     try:
         yield hub

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, nulls_last, or_, select, update
@@ -131,13 +132,14 @@ async def add_message(
     external_id: str | None = None,
     meta_data: dict[str, Any] | None = None,
     delivery_status: DeliveryStatus = DeliveryStatus.PENDING,
+    at: datetime | None = None,
 ) -> Message:
     """Append a message to the chat, next in its order, and refresh the chat's summary.
 
     The sequence number comes from one atomic `UPDATE … RETURNING`, so concurrent writers to
     the same chat (webhooks, agents, operators) can never hand out the same position.
     """
-    now = utcnow()
+    now = at or utcnow()
     summary = {
         "last_message": content[:PREVIEW_CHARS],
         "last_message_ts": now,
@@ -182,6 +184,7 @@ async def post_message(
         sender_type=sender_type,
         sender_id=principal.id,
         meta_data=data.meta_data,
+        at=hub.clock(),
     )
     await queue_outbound(session, hub, message)
     return message

@@ -1,7 +1,8 @@
 """Hub → agent delivery: the buffer, batching, signed POSTs, retries and replies (contract §5).
 
 The lifecycle of a contact message for one agent:
-1. `buffer_contact_message` (inside the inbound transaction) sets the link's `due_at`.
+1. The inbound transaction (`webhooks/service.py: store_contact_messages`) sets the link's
+   `due_at`.
 2. `create_due_deliveries` turns a due buffer into one `AgentDelivery` holding the message ids
    after the link's `delivered_seq` — unless a delivery for that (chat, agent) is still pending,
    which keeps deliveries sequential and in order.
@@ -35,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agenthub.delivery import events
 from agenthub.delivery.payload import DeliveryTarget, PreparedDelivery, build_payload, sign_headers
 from agenthub.delivery.replies import apply_agent_reply
-from agenthub.delivery.timing import backoff_delay, buffer_due_at, retry_after_delay
+from agenthub.delivery.timing import backoff_delay, retry_after_delay
 from agenthub.hub import Hub
 from agenthub.models import (
     Agent,
@@ -53,28 +54,6 @@ from agenthub.uow import commit
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN = timedelta(seconds=30)
-
-
-async def buffer_contact_message(session: AsyncSession, chat: Chat, arrived_at: datetime) -> bool:
-    """Add a just-stored contact message to the buffer of each active agent of the chat."""
-    rows = await session.execute(
-        select(ChatAgentLink, Agent)
-        .join(Agent, Agent.id == ChatAgentLink.agent_id)
-        .where(
-            ChatAgentLink.chat_id == chat.id,
-            ChatAgentLink.active.is_(True),
-            Agent.is_active.is_(True),
-        )
-    )
-    buffered = False
-    for link, agent in rows:
-        link.waiting_since = link.waiting_since or arrived_at
-        link.last_arrival_at = arrived_at
-        link.due_at = buffer_due_at(
-            link.waiting_since, arrived_at, agent.buffer_time_seconds, agent.max_buffer_seconds
-        )
-        buffered = True
-    return buffered
 
 
 LINKS = cast(Table, ChatAgentLink.__table__)

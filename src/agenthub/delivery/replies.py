@@ -39,7 +39,12 @@ async def apply_agent_reply(
     assert chat is not None
     for text in texts:
         message = await add_message(
-            session, chat, content=text, sender_type=SenderType.AGENT, sender_id=agent_id
+            session,
+            chat,
+            content=text,
+            sender_type=SenderType.AGENT,
+            sender_id=agent_id,
+            at=hub.clock(),
         )
         await queue_outbound(session, hub, message)
     if handoff:
