@@ -69,7 +69,7 @@ def celery_worker(
     database_url: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     """One `agenthub worker` without the sweep (no beat), shared by the Celery tests: work
-    reaches it only through wake-ups and the follow-ups it sends itself."""
+    reaches it only through wake-ups (and the passes it waits for itself)."""
     env = hub_env(database_url, redis_server.url(), job_sweep_seconds=NO_SWEEP)
     workdir = tmp_path_factory.mktemp("worker")
     worker = WorkerProcess("worker", env, workdir, concurrency=1, beat=False)
@@ -199,7 +199,7 @@ async def test_a_lost_wake_up_is_caught_by_the_sweep(runtime, agent: FakeAgent) 
 
 async def test_work_due_later_runs_when_due_after_one_wake_up(runtime, agent: FakeAgent) -> None:  # type: ignore[no-untyped-def]
     """One wake-up, no sweep: the pass itself schedules the next look at the due time (the
-    in-process runner sleeps until then; a Celery worker sends itself a short follow-up)."""
+    in-process runner sleeps until then; a Celery worker waits for it inside its task)."""
     async with runtime(NO_SWEEP) as hub:
         message_id, due = await _due_work_at(hub, agent, in_seconds=1.5)
         hub.jobs.wake()
@@ -221,6 +221,33 @@ async def test_a_retry_runs_after_its_backoff_without_another_wake_up(
         assert first.answered == 503 and second.answered == 200
         assert first.delivery_id == second.delivery_id
         assert second.started_at - first.started_at >= 0.2  # 0.5 s ± 50 % backoff
+
+
+async def test_a_worker_waiting_for_due_work_outlives_a_broker_restart(
+    kind: str,
+    runtime,  # type: ignore[no-untyped-def]
+    agent: FakeAgent,
+    redis_server: RedisServer,
+) -> None:
+    """Celery only. The worker's pass finds work due in a moment and waits for it in its task
+    (no countdown task held in the worker: when Redis went away, kombu crashed restoring one
+    and the worker never took a task again). Redis restarts meanwhile: the waited-for work is
+    delivered, and later wake-ups reach the worker."""
+    if kind != "celery":
+        pytest.skip("the in-process runner has no broker")
+    async with runtime(NO_SWEEP) as hub:
+        waited, due = await _due_work_at(hub, agent, in_seconds=1.5)
+        hub.jobs.wake()
+        await asyncio.sleep(0.7)  # the worker is now waiting for `due`
+        redis_server.kill()
+        assert await eventually_true(
+            lambda: [r for r in agent.successes if r.new_message_ids == [waited]], timeout=15
+        ), "the waited-for work was not delivered"
+        (request,) = agent.requests
+        assert request.received_at >= due
+        await redis_server.astart()
+        later = await _due_work(hub, agent)
+        assert await _delivered_eventually(hub, agent, later), "no wake-up reached the worker"
 
 
 async def test_wake_ups_survive_the_broker_going_away(
@@ -258,6 +285,16 @@ async def _loop_stalls(wake: object, seconds: float) -> list[float]:
         await asyncio.sleep(0.05)
         stalls.append(time.monotonic() - before - 0.05)
     return stalls
+
+
+async def eventually_true(condition: object, timeout: float) -> bool:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def _delivered_eventually(hub: Hub, agent: FakeAgent, message_id: str) -> bool:

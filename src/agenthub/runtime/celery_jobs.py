@@ -1,11 +1,12 @@
 """Production jobs: Celery workers on Redis run the same work pass as the in-process runner.
 
 The database holds all due work, so a Celery task is only "look now": `agenthub.run_due_work`.
-It is sent when a request commits new work (`CeleryJobRunner.wake`), by the beat every
-`job_sweep_seconds` (the sweep that catches lost wake-ups and crashed workers' leases), and as
-a short follow-up when something falls due sooner than the next sweep. No task ever waits out a
-buffer window or a retry backoff in Redis (a long countdown outlives the broker's visibility
-timeout and runs twice); due times stay in the database.
+It is sent when a request commits new work (`CeleryJobRunner.wake`) and by the beat every
+`job_sweep_seconds` (the sweep that catches lost wake-ups and crashed workers' leases). When
+something falls due sooner than the next sweep (a sub-second buffer window), one worker in the
+cluster waits for it inside its task and runs another pass. No task is ever sent with a
+countdown: due times stay in the database, and a worker holding a countdown task when Redis went
+away crashed its consumer in kombu (`restore_unacked`) and took no more tasks.
 
 Celery cannot run `async def` tasks, so each worker process keeps one event loop and one Hub for
 its whole life (created at `worker_process_init`), and task bodies run the async handlers on it.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -86,16 +88,31 @@ def _run_due_work_task() -> None:
     from agenthub.delivery.engine import run_due_work
 
     loop, hub = _worker_hub()
-    # Work this pass creates (a retry, a reply to send, the next batch) wakes the runner:
-    # handle it here and now rather than through the broker. A finished delivery with nothing
-    # new to do wakes nobody, so the usual task is one pass.
+    sweep = hub.settings.job_sweep_seconds
+    deadline = time.monotonic() + sweep  # never hold the worker much longer than a sweep
+    while True:
+        next_due = _passes(loop, hub, run_due_work)
+        if next_due is None:
+            return
+        delay = max((next_due - utcnow()).total_seconds(), 0.0)
+        if delay >= sweep or time.monotonic() + delay > deadline:
+            return  # the next sweep comes first
+        if not loop.run_until_complete(claim_follow_up(hub, next_due, delay)):
+            return  # another worker is already waiting for it (or for something sooner)
+        loop.run_until_complete(asyncio.sleep(delay))
+
+
+def _passes(loop: asyncio.AbstractEventLoop, hub: Any, run_due_work: Any) -> Any:
+    """Work this pass creates (a retry, a reply to send, the next batch) wakes the runner:
+    handle it here and now rather than through the broker. A finished delivery with nothing
+    new to do wakes nobody, so the usual task is one pass."""
+    next_due = None
     for _ in range(20):
         hub.jobs.woken = False
         next_due = loop.run_until_complete(run_due_work(hub, utcnow(), wait=True))
         if not hub.jobs.woken:
             break
-    if next_due is not None:
-        loop.run_until_complete(follow_up(hub, next_due))
+    return next_due
 
 
 _FOLLOW_UP = """
@@ -106,21 +123,18 @@ return 1
 """
 
 
-async def follow_up(hub: Any, next_due: Any) -> None:
-    """One extra pass at `next_due` when that comes before the next sweep — unless an earlier
-    one is already scheduled anywhere in the cluster."""
-    delay = max((next_due - utcnow()).total_seconds(), 0.0)
-    if delay >= hub.settings.job_sweep_seconds:
-        return
+async def claim_follow_up(hub: Any, next_due: Any, delay: float) -> bool:
+    """Whether this worker should wait for `next_due` and run a pass then: no, if a pass at
+    that time or sooner is already claimed anywhere in the cluster (or Redis is away: the
+    sweep still comes)."""
     due_ms = int(next_due.timestamp() * 1000)
     try:
-        scheduled = await hub.jobs.redis.eval(
+        claimed = await hub.jobs.redis.eval(
             _FOLLOW_UP, 1, FOLLOW_UP_KEY, due_ms, int(delay * 1000) + 1
         )
     except Exception:
-        return  # Redis away: the sweep still comes
-    if scheduled:
-        await asyncio.to_thread(hub.jobs.app.send_task, TASK_NAME, countdown=delay)
+        return False
+    return bool(claimed)
 
 
 class WorkerJobRunner:
