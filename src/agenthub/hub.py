@@ -96,3 +96,5 @@ class Hub:
         await self.events.stop()
         await self.http.aclose()
         await self.db.dispose()
+        # What `settle_memory` froze may be garbage now (tests start many hubs in one process).
+        gc.unfreeze()
