@@ -40,6 +40,7 @@ from tests.agent_server import (
     respond,
 )
 from tests.conftest import Caller
+from tests.fake_platform import standard_webhook_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -100,13 +101,9 @@ class World:
         if meta_data is not None:
             payload["meta_data"] = meta_data
         body = json.dumps(payload)
-        webhook_id = f"msg_{uuid.uuid4().hex}"
-        now = datetime.now(UTC)
         headers = {
             "content-type": "application/json",
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(self.channel_secret).sign(webhook_id, now, body),
+            **standard_webhook_headers(self.channel_secret, body),
         }
         response = await self.client.post(
             f"/webhooks/api/{self.channel_id}", content=body, headers=headers

@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import _scratch_postgres_database
+from tests.fake_platform import standard_webhook_headers
 from tests.services import require_postgres
 
 AGENTHUB = str(Path(sys.executable).with_name("agenthub"))
@@ -214,16 +214,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 def _sign(secret: str, payload: dict[str, Any], webhook_id: str) -> dict[str, Any]:
     body = json.dumps(payload)
-    now = datetime.now(UTC)
-    return {
-        "content": body.encode(),
-        "headers": {
-            "content-type": "application/json",
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(secret).sign(webhook_id, now, body),
-        },
-    }
+    headers = standard_webhook_headers(secret, body, webhook_id)
+    return {"content": body.encode(), "headers": {"content-type": "application/json", **headers}}
 
 
 def _send_until_acknowledged(

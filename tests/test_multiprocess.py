@@ -22,12 +22,10 @@ import contextlib
 import json
 import random
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from websockets.asyncio.client import connect
 
 from agenthub.db import sync_url
 from tests.agent_server import Action, FakeAgent, Request, eventually, reply, respond
+from tests.fake_platform import standard_webhook_headers
 from tests.procs import (
     RedisServer,
     ServeProcess,
@@ -214,13 +213,9 @@ async def _post_inbound(world: World, serve: ServeProcess, chat: str, message_id
     body = json.dumps(payload)
     deadline = time.monotonic() + 30
     while True:
-        webhook_id = f"msg_{uuid.uuid4().hex}"
-        now = datetime.now(UTC)
         headers = {
             "content-type": "application/json",
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(world.channel_secret).sign(webhook_id, now, body),
+            **standard_webhook_headers(world.channel_secret, body),
         }
         try:
             response = await world.http.post(

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from starlette.routing import Route
 from agenthub.pingpong import create_pingpong_app, pong_text
 from agenthub.security import new_webhook_secret
 from tests.conftest import Caller
+from tests.fake_platform import standard_webhook_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -98,16 +98,8 @@ def signed(secret: str, payload: dict[str, Any], webhook_id: str | None = None) 
     """Request kwargs for a delivery signed like the hub signs it (contract §5)."""
     body = json.dumps(payload)
     webhook_id = webhook_id or payload.get("delivery_id") or f"msg_{uuid.uuid4().hex}"
-    now = datetime.now(UTC)
-    return {
-        "content": body.encode(),
-        "headers": {
-            "content-type": "application/json",
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(secret).sign(webhook_id, now, body),
-        },
-    }
+    headers = standard_webhook_headers(secret, body, webhook_id)
+    return {"content": body.encode(), "headers": {"content-type": "application/json", **headers}}
 
 
 def test_pong_text_uses_the_last_new_message() -> None:

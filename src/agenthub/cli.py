@@ -275,28 +275,21 @@ def send_test(
     """Send one signed inbound message to an `api` channel, as your web chat would."""
     import json
     import uuid
-    from datetime import UTC, datetime
 
     import httpx2
-    from standardwebhooks import Webhook
+
+    from agenthub.delivery.payload import sign_headers
 
     secret = _check_whsec(secret)
     message_id = message_id or f"test_{uuid.uuid4().hex[:16]}"
     payload: dict[str, Any] = {"contact_id": contact, "message_id": message_id, "content": text}
     if name:
         payload["contact_name"] = name
-    body = json.dumps(payload)
-    webhook_id = f"msg_{uuid.uuid4().hex}"
-    now = datetime.now(UTC)
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(webhook_id, now, body),
-    }
+    body = json.dumps(payload).encode()
+    headers = sign_headers(secret, f"msg_{uuid.uuid4().hex}", body)  # as the hub signs its own
     url = f"{hub.rstrip('/')}/webhooks/api/{channel}"
     try:
-        response = httpx2.post(url, content=body.encode(), headers=headers, timeout=10)
+        response = httpx2.post(url, content=body, headers=headers, timeout=10)
     except httpx2.HTTPError as exc:
         typer.secho(f"POST {url} failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
