@@ -71,13 +71,17 @@ class _scratch_postgres_database:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, request: pytest.FixtureRequest) -> Settings:
+    fast_jobs = request.node.get_closest_marker("fast_jobs") is not None
     return Settings(
         database_url=database_url,
         secret_key=TEST_SECRET_KEY,
         public_url="http://hub.test",
         # Agents in tests are loopback servers; tests/test_ssrf.py checks the guard itself.
         allow_private_agent_urls=True,
+        # `fast_jobs`: a transient failure is retried, and due work found, within a fraction
+        # of a second.
+        **({"job_sweep_seconds": 0.1, "delivery_backoff_base_seconds": 0.05} if fast_jobs else {}),
         _env_file=None,  # type: ignore[call-arg]
     )
 

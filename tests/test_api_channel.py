@@ -13,20 +13,12 @@ import httpx2
 import pytest
 from standardwebhooks import Webhook
 
-from agenthub.settings import Settings
 from tests.conftest import Caller
 from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers, wait_until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
 
 VECTOR_SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"job_sweep_seconds": 0.1, "delivery_backoff_base_seconds": 0.05}
-    )
 
 
 @pytest.fixture

@@ -18,13 +18,12 @@ import pytest
 
 from agenthub.hub import Hub
 from agenthub.models import Role
-from agenthub.settings import Settings
 from tests.conftest import Caller
 from tests.factories import make_agent
 from tests.fake_platform import FakePlatform, Recorded, Reply, wait_until
 from tests.platform_helpers import HubReader, assert_ack, send_user_message
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
 
 PUBLIC_URL = "http://hub.test"
 BOT_TOKEN = "7311234567:AAHk3vXJ9mQ2pL8nR4sT6uW0yZ1aB3cD5eF"
@@ -49,14 +48,6 @@ chats_of = _hub.chats_of
 messages_of = _hub.messages_of
 only_message = _hub.only_message
 message = _hub.message
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    # Fast sweeps and retries: a transient send failure is retried within a fraction of a second.
-    return settings.model_copy(
-        update={"job_sweep_seconds": 0.1, "delivery_backoff_base_seconds": 0.05}
-    )
 
 
 def fake_bot_api() -> FakePlatform:

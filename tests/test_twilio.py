@@ -15,7 +15,6 @@ import pytest
 
 from agenthub.platforms.base import WebhookRequest
 from agenthub.platforms.twilio import TwilioAdapter, twilio_signature
-from agenthub.settings import Settings
 from tests.conftest import Caller
 from tests.fake_platform import (
     TWILIO_MESSAGES_PATH,
@@ -27,21 +26,13 @@ from tests.fake_platform import (
     wait_until,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
 
 PUBLIC_URL = "http://hub.test"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "twilio-auth-token-123"
 FROM_NUMBER = "whatsapp:+14155238886"
 CONTACT = "whatsapp:+14155551111"
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    # Fast sweeps and retries: a transient send failure is retried within a fraction of a second.
-    return settings.model_copy(
-        update={"job_sweep_seconds": 0.1, "delivery_backoff_base_seconds": 0.05}
-    )
 
 
 @pytest.fixture

@@ -19,22 +19,14 @@ from websockets.exceptions import ConnectionClosed
 
 from agenthub.hub import Hub
 from agenthub.models import Role
-from agenthub.settings import Settings
 from tests.conftest import Caller
 from tests.factories import make_agent
 from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers, wait_until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
 
 Event = dict[str, Any]
 FRAME_TIMEOUT = 5.0
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"job_sweep_seconds": 0.1, "delivery_backoff_base_seconds": 0.05}
-    )
 
 
 class _Server(uvicorn.Server):

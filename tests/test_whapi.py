@@ -15,13 +15,12 @@ import httpx2
 import pytest
 
 from agenthub.hub import Hub
-from agenthub.settings import Settings
 from tests.conftest import Caller
 from tests.factories import make_agent
 from tests.fake_platform import FakePlatform, Recorded, Reply, wait_until
 from tests.platform_helpers import HubReader, assert_ack, send_user_message
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
 
 PUBLIC_URL = "http://hub.test"
 TOKEN = "whapi-T0k3n-9f8e7d6c5b4a"
@@ -38,13 +37,6 @@ chats_of = _hub.chats_of
 messages_of = _hub.messages_of
 only_message = _hub.only_message
 message = _hub.message
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"job_sweep_seconds": 0.1, "delivery_backoff_base_seconds": 0.05}
-    )
 
 
 def whapi_id() -> str:
