@@ -29,9 +29,9 @@ from agenthub.delivery.agents import (
     Outcome,
     claim_due_attempts,
     create_due_deliveries,
-    next_due_time,
     record_outcome,
 )
+from agenthub.delivery.engine import next_work_time
 from agenthub.delivery.timing import (
     MAX_RETRY_AFTER,
     backoff_delay,
@@ -300,7 +300,7 @@ class Simulation:
         """Keep polling at the hub's own next due time until nothing is left to do."""
         for _ in range(500):
             async with self.hub.db.session(read_only=True) as session:
-                due = await next_due_time(session)
+                due = await next_work_time(session)
             candidates = [t for t in (due, self.inflight[0][0] if self.inflight else None) if t]
             if not candidates:
                 return

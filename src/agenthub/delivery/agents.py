@@ -453,13 +453,3 @@ def delivery_due(*, except_ids: bool = False) -> Any:
     if except_ids:
         due = due.where(DELIVERIES.c.id.not_in(bindparam("b_except_deliveries", expanding=True)))
     return due.scalar_subquery()
-
-
-_NEXT_DUE = select(buffer_due(), delivery_due())
-
-
-async def next_due_time(session: AsyncSession) -> datetime | None:
-    """The earliest moment any buffer or delivery falls due (for the runner's sleep)."""
-    buffered, retry = (await session.execute(_NEXT_DUE)).one()
-    candidates = [t for t in (buffered, retry) if t is not None]
-    return min(candidates) if candidates else None

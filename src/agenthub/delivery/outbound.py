@@ -194,11 +194,6 @@ async def apply_status(
     return advanced
 
 
-async def next_send_time(session: AsyncSession) -> datetime | None:
-    result: datetime | None = await session.scalar(select(send_due()))
-    return result
-
-
 def send_due(*, except_ids: bool = False) -> Any:
     """Scalar subquery: the earliest retry or lease expiry of a pending send (with
     `except_ids`: not counting those in the bound list `b_except_sends`)."""

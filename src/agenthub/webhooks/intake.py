@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from fastapi import Response
@@ -40,6 +41,7 @@ from agenthub.webhooks.service import Arrival, store_contact_messages
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+Credentials = Callable[[str], dict[str, Any]]  # ciphertext → the channel's credentials
 CHANNELS = Base.metadata.tables[Channel.__tablename__]
 CHANNELS_BY_ID = select(
     CHANNELS.c.id, CHANNELS.c.platform, CHANNELS.c.is_active, CHANNELS.c.credentials_encrypted
@@ -60,7 +62,9 @@ class WebhookIntake:
         self._hub = hub
         self._queue: deque[ReceivedWebhook] = deque()
         self._writer: asyncio.Task[None] | None = None
-        self._credentials = CredentialsCache(hub)
+        # Decrypted channel credentials by ciphertext: a changed credential is a new ciphertext,
+        # so this never answers with an old one (and Fernet costs ~30 µs a call).
+        self._credentials: Credentials = lru_cache(maxsize=1024)(hub.secrets.decrypt_json)
 
     async def submit(
         self, adapter: PlatformAdapter, channel_id: str, request: WebhookRequest
@@ -89,22 +93,17 @@ class WebhookIntake:
     async def _store(self, batch: list[ReceivedWebhook], retries: int = 1) -> None:
         try:
             outcomes = await ingest_batch(self._hub, batch, self._credentials)
-        except (IntegrityError, OperationalError) as exc:
-            # A concurrent writer (another process) stored one of these messages first, or a
-            # deadlock/lock timeout: retried, each webhook alone (it then sees the duplicate).
-            if len(batch) > 1:
-                for webhook in batch:
-                    await self._store([webhook])
-            elif retries > 0:
-                await self._store(batch, retries - 1)
-            else:
-                _fail(batch, exc)
-            return
         except Exception as exc:
+            race = isinstance(exc, IntegrityError | OperationalError)
             if len(batch) > 1:
-                log.warning("inbound batch failed (%s); storing its webhooks one by one", exc)
+                # One webhook may have failed them all, or another process stored one of these
+                # messages first: each alone (it then sees the duplicate).
+                if not race:
+                    log.warning("inbound batch failed (%s); storing its webhooks one by one", exc)
                 for webhook in batch:
                     await self._store([webhook])
+            elif race and retries > 0:  # a deadlock or a lost race, once more
+                await self._store(batch, retries - 1)
             else:
                 _fail(batch, exc)
             return
@@ -126,7 +125,7 @@ def _fail(batch: list[ReceivedWebhook], exc: BaseException) -> None:
 
 
 async def ingest_batch(
-    hub: Hub, batch: Sequence[ReceivedWebhook], credentials: CredentialsCache
+    hub: Hub, batch: Sequence[ReceivedWebhook], credentials: Credentials
 ) -> list[Response | Exception]:
     """One transaction for the batch: each webhook's answer, or the error refusing it alone."""
     async with hub.db.session() as session:
@@ -161,31 +160,10 @@ async def _channels(session: AsyncSession, channel_ids: set[str]) -> dict[str, A
     return {row.id: row for row in rows}
 
 
-def _verified_inbound(
-    webhook: ReceivedWebhook, channel: Any, credentials: CredentialsCache
-) -> Inbound:
+def _verified_inbound(webhook: ReceivedWebhook, channel: Any, credentials: Credentials) -> Inbound:
     if channel is None or channel.platform != webhook.adapter.name or not channel.is_active:
         raise NotFound("Channel not found")
-    secrets = credentials.get(channel.credentials_encrypted)
+    secrets = credentials(channel.credentials_encrypted)
     if not webhook.adapter.verify(webhook.request, secrets):
         raise Forbidden("Invalid or missing signature")
     return parse_inbound(webhook.adapter, webhook.request, secrets)
-
-
-class CredentialsCache:
-    """Decrypted channel credentials, keyed by their ciphertext: a changed credential is a new
-    ciphertext, so the cache can never answer with an old one (Fernet costs ~30 µs a call)."""
-
-    MAX_ENTRIES = 1024
-
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
-        self._plain: dict[str, dict[str, Any]] = {}
-
-    def get(self, ciphertext: str) -> dict[str, Any]:
-        plain = self._plain.get(ciphertext)
-        if plain is None:
-            if len(self._plain) >= self.MAX_ENTRIES:
-                self._plain.clear()
-            plain = self._plain[ciphertext] = self._hub.secrets.decrypt_json(ciphertext)
-        return plain
