@@ -205,6 +205,21 @@ async def twilio_channel(http: httpx2.AsyncClient) -> dict[str, Any]:
     return channel
 
 
+async def stub_agent(http: httpx2.AsyncClient, port: int) -> str:
+    """Register the bench's stub agent (no buffer) at `port`; returns its signing secret."""
+    created = await http.post(
+        "/auth/agents",
+        json={
+            "name": "bench-agent",
+            "webhook_url": f"http://{HOST}:{port}/",
+            "buffer_time_seconds": 0,
+        },
+    )
+    created.raise_for_status()
+    secret: str = created.json()["webhook_secret"]
+    return secret
+
+
 # --- signed Twilio webhooks ----------------------------------------------------------------
 
 
@@ -359,16 +374,7 @@ async def latency(
         await hub.start(prefix, "/readyz")
         async with admin_client(hub) as http:
             channel = await twilio_channel(http)
-            created = await http.post(
-                "/auth/agents",
-                json={
-                    "name": "bench-agent",
-                    "webhook_url": f"http://{HOST}:{agent_port}/",
-                    "buffer_time_seconds": 0,
-                },
-            )
-            created.raise_for_status()
-            secret.append(created.json()["webhook_secret"])
+            secret.append(await stub_agent(http, agent_port))
             token = http.headers["Authorization"].split()[1]
 
         make = TwilioWebhooks(hub, channel["id"], args.contacts)

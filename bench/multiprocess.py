@@ -405,16 +405,7 @@ async def latency(
     b: single.Server | None = None
     try:
         async with single.admin_client(a) as http:
-            created = await http.post(
-                "/auth/agents",
-                json={
-                    "name": "bench-agent",
-                    "webhook_url": f"http://{HOST}:{agent_port}/",
-                    "buffer_time_seconds": 0,
-                },
-            )
-            created.raise_for_status()
-            secret.append(created.json()["webhook_secret"])
+            secret.append(await single.stub_agent(http, agent_port))
             # A channel of its own, created after the agent, so every chat links the agent.
             response = await http.post(
                 "/channels",
