@@ -7,7 +7,10 @@ UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format bench clean
+# Tests run on both cores; the tests with real processes stay together on one worker.
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup
+
+.PHONY: install run test test-fast lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +24,11 @@ run: install
 	$(VENV)/bin/agenthub serve
 
 test: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+
+# The edit-run loop: everything but the tests that start real hub and Redis processes.
+test-fast: install
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not multiprocess" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

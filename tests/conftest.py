@@ -12,10 +12,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -25,9 +27,43 @@ from agenthub.migrate import upgrade_database
 from agenthub.models import ApiToken, Base, ChannelMember, Role, User
 from agenthub.security import hash_token, new_token
 from agenthub.settings import Settings
+from tests.hypothesis_budget import load_profile as load_hypothesis_profile
 from tests.services import POSTGRES_ADMIN_URL, require_postgres
 
 TEST_SECRET_KEY = "test-secret-key-not-for-production"
+load_hypothesis_profile()
+
+
+# --- ordering and reporting --------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests with real processes first, all on one xdist worker (`--dist loadgroup`): they are
+    the longest, so starting them last would leave one worker busy after the other is done, and
+    two of them at once on a 2-core machine would starve each other's processes."""
+    for item in items:
+        if item.get_closest_marker("multiprocess"):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+    items.sort(key=lambda item: item.get_closest_marker("multiprocess") is None)
+
+
+_DURATIONS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _DURATIONS[report.nodeid] = _DURATIONS.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The 10 slowest tests (setup + call + teardown), so whoever adds a slow one sees it."""
+    slowest = sorted(_DURATIONS.items(), key=lambda item: item[1], reverse=True)[:10]
+    if not slowest:
+        return
+    terminalreporter.section("10 slowest tests (setup + call + teardown)")
+    for nodeid, seconds in slowest:
+        terminalreporter.write_line(f"{seconds:7.2f}s  {nodeid.split('@')[0]}")
+    terminalreporter.write_line("The budget for the whole suite is in docs/testing.md.")
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +115,9 @@ def settings(database_url: str, request: pytest.FixtureRequest) -> Settings:
         public_url="http://hub.test",
         # Agents in tests are loopback servers; tests/test_ssrf.py checks the guard itself.
         allow_private_agent_urls=True,
+        # One process starts hundreds of hubs: a full garbage collection for each cost more
+        # than the tests themselves.
+        freeze_memory_after_startup=False,
         # `fast_jobs`: a transient failure is retried, and due work found, within a fraction
         # of a second.
         **({"job_sweep_seconds": 0.1, "delivery_backoff_base_seconds": 0.05} if fast_jobs else {}),
@@ -86,9 +125,27 @@ def settings(database_url: str, request: pytest.FixtureRequest) -> Settings:
     )
 
 
+_APPS: dict[str, FastAPI] = {}
+
+
+def app_for(settings: Settings) -> FastAPI:
+    """One app per distinct settings, reused by every test with those settings.
+
+    Each test still runs the app's lifespan, so it gets a Hub of its own (engine, job runner,
+    event bus, HTTP client). What is shared is only what the app builds once: FastAPI works out
+    each route's dependencies on the first request an app serves, and that cost more than most
+    tests did.
+    """
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    key = settings.model_dump_json() + secret
+    if key not in _APPS:
+        _APPS[key] = create_app(settings)
+    return _APPS[key]
+
+
 @pytest.fixture
 async def app_and_hub(settings: Settings) -> AsyncIterator[tuple[object, Hub]]:
-    app = create_app(settings)
+    app = app_for(settings)
     async with LifespanManager(app) as manager:
         hub: Hub = app.state.hub
         try:

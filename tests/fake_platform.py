@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs
 
 import uvicorn
@@ -116,8 +116,7 @@ class FakePlatform:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._scripted: list[tuple[str | None, re.Pattern[str] | None, Reply]] = []
         self._default = default or Reply(200, json={"ok": True})
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: _LoopbackServer | None = None
         self.port = 0
 
     # --- behaviour -------------------------------------------------------------------------
@@ -205,46 +204,77 @@ class FakePlatform:
         return reply.to_response()
 
     def start(self) -> FakePlatform:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        app = Starlette(
-            routes=[
-                Route(
-                    "/{path:path}",
-                    self._endpoint,
-                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                )
-            ]
-        )
-        config = uvicorn.Config(
-            app, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=30
-        )
-        self._server = uvicorn.Server(config)
-        # Not the main thread: uvicorn leaves the process's signal handlers alone.
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name="fake-platform"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake platform server did not start")
-            time.sleep(0.01)
+        assert self._server is None, "already started"
+        self._server = _LoopbackServer.attach(self)
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+        if self._server is not None:
+            self._server.detach()
+        self._server = None
 
     def __enter__(self) -> FakePlatform:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _LoopbackServer:
+    """A uvicorn server on a 127.0.0.1 port, in a daemon thread, serving whichever FakePlatform
+    is attached to it.
+
+    Stopping a uvicorn server takes 0.1-0.2 s (its main loop and its shutdown each sleep 0.1 s),
+    which hundreds of tests paid in teardown. So a stopped fake only detaches from its server,
+    and the next fake to start takes an idle one. Servers last until the process ends.
+    """
+
+    _idle: ClassVar[list[_LoopbackServer]] = []
+    _pool_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def attach(cls, fake: FakePlatform) -> _LoopbackServer:
+        with cls._pool_lock:
+            server = cls._idle.pop() if cls._idle else None
+        if server is None:
+            server = cls()
+        server.fake = fake
+        return server
+
+    def detach(self) -> None:
+        self.fake = None
+        with self._pool_lock:
+            self._idle.append(self)
+
+    def __init__(self) -> None:
+        self.fake: FakePlatform | None = None
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port: int = sock.getsockname()[1]
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        app = Starlette(routes=[Route("/{path:path}", self._dispatch, methods=methods)])
+        config = uvicorn.Config(
+            app, lifespan="off", log_level="warning", access_log=False, timeout_keep_alive=30
+        )
+        server = uvicorn.Server(config)
+        # Not the main thread: uvicorn leaves the process's signal handlers alone.
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="fake-platform"
+        )
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fake platform server did not start")
+            time.sleep(0.005)
+
+    async def _dispatch(self, request: Request) -> Response:
+        fake = self.fake
+        if fake is None:  # between tests: nobody is listening here
+            return Response(b"no fake attached", status_code=503)
+        return await fake._endpoint(request)
 
 
 # --- Twilio ---------------------------------------------------------------------------------

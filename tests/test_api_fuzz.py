@@ -39,12 +39,13 @@ from agenthub.hub import Hub
 from agenthub.models import ApiToken, Role, User
 from agenthub.security import hash_token, new_token
 from agenthub.settings import Settings
-from tests.conftest import TEST_SECRET_KEY, _empty_tables
+from tests.conftest import TEST_SECRET_KEY, _empty_tables, app_for
 from tests.factories import make_agent, make_channel, make_chat
+from tests.hypothesis_budget import examples
 
-POSITIVE_EXAMPLES = 15
-NEGATIVE_EXAMPLES = 12
-ANONYMOUS_EXAMPLES = 3
+POSITIVE_EXAMPLES = examples(15)
+NEGATIVE_EXAMPLES = examples(12)
+ANONYMOUS_EXAMPLES = examples(3)
 
 
 def _operations() -> dict[str, bool]:
@@ -128,10 +129,17 @@ def admin_headers(world: World) -> dict[str, str]:
     return world.admin_headers
 
 
+_SCHEMAS: dict[int, Any] = {}
+
+
 @pytest.fixture
 def api_schema(settings: Settings, world: World) -> Any:
-    app = create_app(settings)
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+    """The app's OpenAPI document as schemathesis sees it, loaded once per app (the app is
+    shared by the tests with the same settings; each test still starts its lifespan)."""
+    app = app_for(settings)
+    if id(app) not in _SCHEMAS:
+        _SCHEMAS[id(app)] = schemathesis.openapi.from_asgi("/openapi.json", app)
+    return _SCHEMAS[id(app)]
 
 
 def _check(case: Any, response: Any) -> None:
@@ -193,9 +201,9 @@ def test_no_server_errors(
             strategy = _strategy(operation, GenerationMode.POSITIVE, headers, world)
             _run(strategy, ANONYMOUS_EXAMPLES, unauthorized)
 
-    for mode, examples in (
+    for mode, budget in (
         (GenerationMode.POSITIVE, POSITIVE_EXAMPLES),
         (GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES),
     ):
         strategy = _strategy(operation, mode, admin_headers, world)
-        _run(strategy, examples, _check, may_be_empty=mode is GenerationMode.NEGATIVE)
+        _run(strategy, budget, _check, may_be_empty=mode is GenerationMode.NEGATIVE)

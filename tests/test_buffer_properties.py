@@ -44,6 +44,7 @@ from agenthub.platforms.base import InboundMessage
 from agenthub.settings import Settings
 from agenthub.webhooks.service import store_contact_message
 from tests.factories import make_agent, make_channel
+from tests.hypothesis_budget import examples
 
 pytestmark = pytest.mark.anyio
 
@@ -334,7 +335,7 @@ async def _build(hub: Hub, scenario: Scenario) -> Simulation:
 
 
 SETTINGS = hsettings(
-    max_examples=40,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -40,6 +40,8 @@ from tests.conftest import _scratch_postgres_database
 from tests.fake_platform import standard_webhook_headers
 from tests.services import require_postgres
 
+pytestmark = pytest.mark.multiprocess
+
 AGENTHUB = str(Path(sys.executable).with_name("agenthub"))
 MESSAGES, CHATS = 20, 5
 AGENT_WORK_SECONDS = 0.2  # the agent "thinks" this long, so deliveries overlap the kill

@@ -53,7 +53,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
-@pytest.fixture(params=["in_process", "celery"])
+CELERY = pytest.param("celery", marks=pytest.mark.multiprocess)
+
+
+@pytest.fixture(params=["in_process", CELERY])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -85,7 +88,6 @@ def celery_worker(
 def runtime(
     kind: str,
     database_url: str,
-    redis_server: RedisServer,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ):  # type: ignore[no-untyped-def]
@@ -96,7 +98,9 @@ def runtime(
 
     @asynccontextmanager
     async def running(sweep_seconds: float) -> AsyncIterator[Hub]:
-        redis_url = redis_server.url() if kind == "celery" else None
+        redis_url = None
+        if kind == "celery":  # the in-process runner starts no Redis
+            redis_url = request.getfixturevalue("redis_server").url()
         settings = Settings(
             database_url=database_url,
             redis_url=redis_url,
@@ -223,18 +227,17 @@ async def test_a_retry_runs_after_its_backoff_without_another_wake_up(
         assert second.started_at - first.started_at >= 0.2  # 0.5 s ± 50 % backoff
 
 
+@pytest.mark.parametrize("kind", [CELERY])  # the in-process runner has no broker
 async def test_a_worker_waiting_for_due_work_outlives_a_broker_restart(
     kind: str,
     runtime,  # type: ignore[no-untyped-def]
     agent: FakeAgent,
     redis_server: RedisServer,
 ) -> None:
-    """Celery only. The worker's pass finds work due in a moment and waits for it in its task
+    """Celery only: the worker's pass finds work due in a moment and waits for it in its task
     (no countdown task held in the worker: when Redis went away, kombu crashed restoring one
     and the worker never took a task again). Redis restarts meanwhile: the waited-for work is
     delivered, and later wake-ups reach the worker."""
-    if kind != "celery":
-        pytest.skip("the in-process runner has no broker")
     async with runtime(NO_SWEEP) as hub:
         waited, due = await _due_work_at(hub, agent, in_seconds=1.5)
         hub.jobs.wake()
@@ -250,6 +253,7 @@ async def test_a_worker_waiting_for_due_work_outlives_a_broker_restart(
         assert await _delivered_eventually(hub, agent, later), "no wake-up reached the worker"
 
 
+@pytest.mark.parametrize("kind", [CELERY])  # the in-process runner has no broker
 async def test_wake_ups_survive_the_broker_going_away(
     kind: str,
     runtime,  # type: ignore[no-untyped-def]
@@ -259,8 +263,6 @@ async def test_wake_ups_survive_the_broker_going_away(
     """Celery only (and last: it restarts the module's Redis). With Redis down a wake-up is
     lost but never blocks the event loop or raises; once Redis is back, empty, the serve side
     and the worker reconnect and wake-ups work again."""
-    if kind != "celery":
-        pytest.skip("the in-process runner has no broker")
     async with runtime(NO_SWEEP) as hub:
         redis_server.kill()
         lost = await _due_work(hub, agent)

@@ -30,6 +30,7 @@ from agenthub.models import DeliveryStatus
 from agenthub.platforms import get_adapter
 from agenthub.platforms.base import ChannelParser, Inbound, WebhookHandshake, WebhookRequest
 from tests.conftest import Caller
+from tests.hypothesis_budget import examples
 
 pytestmark = pytest.mark.anyio
 
@@ -414,7 +415,9 @@ CREDENTIALS: dict[str, dict[str, str]] = {
     },
     "whapi": {"token": "fuzz-token", "webhook_secret": "fuzz-secret"},
 }
-PARSER_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+PARSER_SETTINGS = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 @pytest.mark.parametrize("platform", ["telegram", "whatsapp_cloud", "whapi"])
@@ -580,7 +583,7 @@ async def create_channel(client: httpx2.AsyncClient, admin: Caller, platform: st
 
 
 ENDPOINT_SETTINGS = settings(
-    max_examples=120,  # about 40 per platform
+    max_examples=examples(120),  # about 40 per platform
     deadline=None,
     database=None,
     suppress_health_check=[

@@ -25,7 +25,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = Hub.from_settings(settings)
         app.state.hub = hub
         await start_runtime(hub)
-        hub.settle_memory()
+        if settings.freeze_memory_after_startup:
+            hub.settle_memory()
         try:
             yield
         finally:

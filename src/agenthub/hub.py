@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +25,13 @@ if TYPE_CHECKING:
     from agenthub.webhooks.intake import WebhookIntake
 
 T = TypeVar("T")
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: loading the CA bundle takes ~20 ms, and every
+    client made with `verify=True` would load its own."""
+    return httpx2.create_ssl_context()
 
 
 class _NoJobs:
@@ -58,6 +67,7 @@ class Hub:
             # Agents and platforms get no redirects followed (a 3xx is a failure) and a
             # connection pool shared by every delivery.
             http=httpx2.AsyncClient(
+                verify=_tls_context(),
                 follow_redirects=False,
                 limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
             ),

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Agent deliveries: attempts in all, and the first retry delay (then x3 per attempt).
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)
     delivery_backoff_base_seconds: float = Field(default=2.0, ge=0)
+    # An attempt's lease lasts the agent's timeout plus this margin. When a worker dies
+    # mid-delivery, the delivery is retried (same webhook-id) once the lease runs out.
+    delivery_lease_margin_seconds: float = Field(default=30.0, ge=1)
     outbound_max_attempts: int = Field(default=5, ge=1, le=50)
     # The job runner looks for due work at least this often, whatever it was told.
     job_sweep_seconds: float = Field(default=1.0, gt=0)
@@ -41,6 +44,10 @@ class Settings(BaseSettings):
     events_buffer_size: int = Field(default=1000, ge=10)
     # The Graph API version WhatsApp Cloud channels call (`/{version}/{phone_number_id}/…`).
     whatsapp_graph_version: str = Field(default="v21.0", pattern=r"^v\d+\.\d+$")
+    # After startup, move the long-lived objects out of the garbage collector's reach
+    # (`Hub.settle_memory`). Off in the test suite, which starts hundreds of hubs in one process
+    # and would pay a full collection for each.
+    freeze_memory_after_startup: bool = True
 
     @property
     def is_sqlite(self) -> bool:

@@ -53,7 +53,6 @@ from agenthub.netguard import ensure_public_url
 from agenthub.uow import commit
 
 log = logging.getLogger(__name__)
-LEASE_MARGIN = timedelta(seconds=30)
 
 
 LINKS = cast(Table, ChatAgentLink.__table__)
@@ -195,9 +194,14 @@ _CLAIM = (
 
 
 async def claim_due_attempts(
-    session: AsyncSession, now: datetime, limit: int = 50
+    session: AsyncSession,
+    now: datetime,
+    limit: int = 50,
+    *,
+    lease_margin: timedelta = timedelta(seconds=30),
 ) -> list[ClaimedAttempt]:
-    """Lease due deliveries for one attempt each; a crashed attempt's lease simply expires."""
+    """Lease due deliveries for one attempt each (for the agent's timeout + `lease_margin`);
+    a crashed attempt's lease simply expires."""
     rows = (await session.execute(_DUE_ATTEMPTS, {"b_now": now, "b_limit": limit})).all()
     if not rows:
         return []
@@ -207,7 +211,7 @@ async def claim_due_attempts(
             {
                 "b_id": row.id,
                 "b_attempt": row.attempt_count + 1,
-                "b_until": now + timedelta(seconds=row.timeout_seconds) + LEASE_MARGIN,
+                "b_until": now + timedelta(seconds=row.timeout_seconds) + lease_margin,
             }
             for row in rows
         ],
