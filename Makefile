@@ -10,32 +10,42 @@ export UV_PYTHON_DOWNLOADS := never
 # Tests run on both cores; the tests with real processes stay together on one worker.
 PYTEST_PARALLEL ?= -n 2 --dist loadgroup
 
-.PHONY: install run test test-fast lint format bench clean
+.PHONY: install install-dev run test test-fast lint format bench clean
 
+# `install` is the runtime alone (what `make run` needs); `install-dev` adds the test and lint
+# tools of the `dev` dependency group. `--inexact` keeps what the other one installed.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml uv.lock
+install-dev: $(VENV)/.installed-dev
+
+$(UV):
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@test -x $(UV) || $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) sync --locked --inexact --python $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --inexact --no-default-groups --python $(VENV)/bin/python
 	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --inexact --python $(VENV)/bin/python
+	@touch $@ $(VENV)/.installed
 
 run: install
 	$(VENV)/bin/agenthub serve
 
-test: install
+test: install-dev
 	$(VENV)/bin/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # The edit-run loop: everything but the tests that start real hub and Redis processes.
-test-fast: install
+test-fast: install-dev
 	$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not multiprocess" $(PYTEST_ARGS)
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src
 
-format: install
+format: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 

@@ -1,4 +1,4 @@
-"""Hub → agent delivery end to end (contract §4 and §5), against a real loopback HTTP agent.
+"""Hub → agent delivery end to end, against a real loopback HTTP agent.
 
 Everything goes through the public API: an `api` channel receives signed inbound messages, the
 in-process job runner buffers and delivers them to `tests/agent_server.FakeAgent`, which records
@@ -225,7 +225,7 @@ def verify_signature(request: Request, secret: str) -> Any:
 # --- the delivery body and the agent's answer ------------------------------------------------
 
 
-async def test_delivery_matches_the_contract_and_an_inline_reply_becomes_an_agent_message(
+async def test_delivery_matches_the_documented_body_and_an_inline_reply_becomes_an_agent_message(
     agent: FakeAgent, client: httpx2.AsyncClient, admin: Caller
 ) -> None:
     world = await make_world(client, admin, agent)

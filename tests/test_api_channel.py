@@ -1,5 +1,5 @@
 """`api` channels: inbound JSON signed with Standard Webhooks, outbound pushes to
-`config.callback_url` signed with the channel's secret (contract §3, §4, §6; reference B.5)."""
+`config.callback_url` signed with the channel's secret."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ async def messages_of(client: httpx2.AsyncClient, admin: Caller, chat_id: str) -
     return list(reversed(answer.json()["messages"]))
 
 
-# --- the signing tool itself (reference B.5 vector) -------------------------------------------
+# --- the signing tool itself (the Standard Webhooks test vector) ----------------------------
 
 
 def test_standard_webhooks_vector() -> None:

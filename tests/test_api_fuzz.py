@@ -10,7 +10,7 @@ Every operation is fuzzed on both databases, in three rounds:
 Hypothesis picks new examples on every run; a failure prints the request as `curl` and the seed
 (`pytest --hypothesis-seed=N` replays it).
 
-Errors must also be JSON with a `detail` (contract §2). Schemathesis runs the app in-process over
+Errors must also be JSON with a `detail`. Schemathesis runs the app in-process over
 ASGI and owns its lifespan (on its own event-loop thread), so the world is written beforehand
 through a separate `Hub` on a loop of ours, and wiped afterwards the same way.
 """

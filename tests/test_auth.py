@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx2
 import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
 
 from agenthub.models import Role
-from tests.conftest import Caller
+from agenthub.settings import Settings
+from tests.conftest import Caller, _empty_tables, app_for
 
 pytestmark = pytest.mark.anyio
+
+SETUP_TOKEN = "setup-t0ken-for-tests"
 
 
 async def test_first_signup_is_admin_then_signup_closes(client: httpx2.AsyncClient) -> None:
@@ -19,6 +26,57 @@ async def test_first_signup_is_admin_then_signup_closes(client: httpx2.AsyncClie
 
     second = await client.post("/auth/signup", json={"username": "eve", "password": "s3cret-pass"})
     assert second.status_code == 403
+
+
+@pytest.fixture
+async def guarded(settings: Settings) -> AsyncIterator[httpx2.AsyncClient]:
+    """A client of a hub with `AGENTHUB_SETUP_TOKEN` set."""
+    app = app_for(settings.model_copy(update={"setup_token": SecretStr(SETUP_TOKEN)}))
+    async with LifespanManager(app) as manager:
+        transport = httpx2.ASGITransport(app=manager.app)  # type: ignore[arg-type]
+        try:
+            async with httpx2.AsyncClient(transport=transport, base_url="http://hub.test") as http:
+                yield http
+        finally:
+            await _empty_tables(app.state.hub)
+
+
+async def test_with_a_setup_token_signup_needs_it(guarded: httpx2.AsyncClient) -> None:
+    root = {"username": "root", "password": "s3cret-pass"}
+    missing = await guarded.post("/auth/signup", json=root)
+    assert missing.status_code == 403
+    assert "X-Setup-Token" in missing.json()["detail"]
+    wrong = await guarded.post("/auth/signup", json=root, headers={"X-Setup-Token": "guess"})
+    assert wrong.status_code == 403
+    assert "does not match" in wrong.json()["detail"]
+    # Not ASCII (bytes on the wire): still a clean 403, not a 500 from the comparison.
+    non_ascii = await guarded.post(
+        "/auth/signup", json=root, headers={"X-Setup-Token": "é".encode()}
+    )
+    assert non_ascii.status_code == 403
+
+    right = await guarded.post("/auth/signup", json=root, headers={"X-Setup-Token": SETUP_TOKEN})
+    assert right.status_code == 201, right.text
+    assert right.json()["role"] == "ADMIN"
+    # The token opens the first signup only: afterwards signup is closed as without one.
+    eve = {"username": "eve", "password": "s3cret-pass"}
+    again = await guarded.post("/auth/signup", json=eve, headers={"X-Setup-Token": SETUP_TOKEN})
+    assert again.status_code == 403 and "closed" in again.json()["detail"]
+
+
+async def test_without_a_setup_token_signup_ignores_the_header(
+    client: httpx2.AsyncClient,
+) -> None:
+    root = {"username": "root", "password": "s3cret-pass"}
+    signup = await client.post("/auth/signup", json=root, headers={"X-Setup-Token": "anything"})
+    assert signup.status_code == 201, signup.text
+
+
+async def test_setup_token_header_is_documented(client: httpx2.AsyncClient) -> None:
+    operation = (await client.get("/openapi.json")).json()["paths"]["/auth/signup"]["post"]
+    [header] = [p for p in operation["parameters"] if p["in"] == "header"]
+    assert header["name"] == "X-Setup-Token" and header["required"] is False
+    assert "AGENTHUB_SETUP_TOKEN" in header["description"]
 
 
 async def test_login_me_logout(client: httpx2.AsyncClient) -> None:

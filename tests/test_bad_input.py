@@ -1,4 +1,4 @@
-"""Bad input is a 4xx with a JSON `detail`, never a 500, and stores nothing (contract §2)."""
+"""Bad input is a 4xx with a JSON `detail`, never a 500, and stores nothing."""
 
 from __future__ import annotations
 
@@ -157,6 +157,11 @@ async def test_malformed_json_and_wrong_bodies(
         ("/auth/users", {"username": "bob", "password": "long-enough", "is_admin": True}),
         # oversize JSON objects
         ("/channels", {"name": "x", "platform": "api", "config": {"k": "v" * 20_000}}),
+        # agents for new chats: not a list, not ids, unknown, too many
+        ("/channels", {"name": "x", "platform": "api", "default_agent_ids": "agt_a"}),
+        ("/channels", {"name": "x", "platform": "api", "default_agent_ids": [5]}),
+        ("/channels", {"name": "x", "platform": "api", "default_agent_ids": ["agt_missing000"]}),
+        ("/channels", {"name": "x", "platform": "api", "default_agent_ids": ["agt_a"] * 201}),
     ],
 )
 async def test_invalid_create_bodies_are_422(
@@ -204,8 +209,13 @@ async def test_invalid_updates_are_refused_and_change_nothing(
         (channel_url, {"platform": "telegram"}, (422,)),  # not changeable
         (channel_url, {"config": {"api_base_url": "not a url"}}, (422,)),
         (channel_url, {"config": {"callback_url": "ftp://x"}}, (422,)),
+        (channel_url, {"config": {"callback_url": "http://["}}, (422,)),  # urlsplit refuses it
+        (channel_url, {"config": {"api_base_url": "http://a:99999"}}, (422,)),
         (channel_url, {"credentials": {"secret": "not-a-whsec"}}, (400, 422)),
         (channel_url, {"credentials": {"unknown": "x"}}, (400, 422)),
+        (channel_url, {"default_agent_ids": ["agt_missing000"]}, (422,)),
+        (channel_url, {"default_agent_ids": [world["agent_id"], ""]}, (422,)),
+        (channel_url, {"default_agent_ids": {"a": 1}}, (422,)),
         (agent_url, {"timeout_seconds": 1000}, (422,)),
         (agent_url, {"webhook_url": "javascript:alert(1)"}, (422,)),
         (agent_url, {"id": "agt_other0000"}, (422,)),

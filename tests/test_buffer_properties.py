@@ -1,11 +1,11 @@
-"""Properties of the delivery buffer (contract §5) under a controllable clock, and of the pure
+"""Properties of the delivery buffer under a controllable clock, and of the pure
 timing rules in `delivery/timing.py`.
 
 The buffer tests drive the real handlers (`store_contact_message`, `create_due_deliveries`,
 `claim_due_attempts`, `record_outcome`) against the real database with a fake clock: contact
 messages arrive at arbitrary moments in several chats, the scheduler is polled at arbitrary
 moments, and each attempt of a delivery stays in flight for a while and then succeeds or fails
-(to be retried). Nothing sleeps. A small reference model of the contract says, at every poll,
+(to be retried). Nothing sleeps. A small reference model of the rules says, at every poll,
 exactly which deliveries must be created; the database must agree, and at the end every contact
 message must have gone to each linked active agent exactly once, in order.
 """
@@ -139,7 +139,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 
 @dataclass
 class Buffer:
-    """What the contract says about one (chat, agent): messages waiting and one in flight."""
+    """What the documented rules say about one (chat, agent): messages waiting and one in flight."""
 
     spec: AgentSpec
     waiting: list[tuple[str, datetime]] = field(default_factory=list)
@@ -205,7 +205,7 @@ class Simulation:
 
     async def poll(self) -> None:
         now = self.clock.now
-        # What the contract demands at this moment, before the hub acts.
+        # What the rules demand at this moment, before the hub acts.
         expected = {
             key: [m for m, _ in buffer.waiting]
             for key, buffer in self.buffers.items()

@@ -1,4 +1,4 @@
-"""Channels, chats, messages and chat-agent links through the API (contract §3)."""
+"""Channels, chats, messages and chat-agent links through the API."""
 
 from __future__ import annotations
 
@@ -117,6 +117,106 @@ async def test_invalid_credentials_are_422(
     )
     assert response.status_code == 422, response.text
     assert await channel_count(client, admin) == 0
+
+
+@pytest.mark.parametrize(
+    ("platform", "field"),
+    [
+        ("whatsapp_twilio", "from_number"),
+        ("telegram", "bot_token"),
+        ("whatsapp_cloud", "app_secret"),
+        ("whapi", "webhook_secret"),
+        ("api", "secret"),
+    ],
+)
+async def test_credential_errors_are_located_where_the_field_is_written(
+    client: httpx2.AsyncClient, admin: Caller, platform: str, field: str
+) -> None:
+    credentials = VALID_CREDENTIALS[platform]
+    body = {"name": "x", "platform": platform, "credentials": {**credentials, field: ""}}
+
+    def locations(response: httpx2.Response) -> list[list[Any]]:
+        assert response.status_code == 422, response.text
+        return [error["loc"] for error in response.json()["detail"]]
+
+    # Invalid on creation (and missing, but for `api`, whose secret is optional).
+    assert locations(await client.post("/channels", json=body, headers=admin.headers)) == [
+        ["body", "credentials", field]
+    ]
+    if platform != "api":
+        without = {k: v for k, v in credentials.items() if k != field}
+        missing = await client.post(
+            "/channels", json={**body, "credentials": without}, headers=admin.headers
+        )
+        assert locations(missing) == [["body", "credentials", field]]
+        assert missing.json()["detail"][0]["type"] == "missing"
+
+    # Invalid once merged with the stored credentials, on PATCH: the same place.
+    created = await client.post(
+        "/channels", json={**body, "credentials": credentials}, headers=admin.headers
+    )
+    assert created.status_code == 201, created.text
+    url = f"/channels/{created.json()['id']}"
+    patched = await client.patch(url, json={"credentials": {field: ""}}, headers=admin.headers)
+    assert locations(patched) == [["body", "credentials", field]]
+    typo = await client.patch(url, json={"credentials": {"bogus": "x"}}, headers=admin.headers)
+    assert locations(typo) == [["body", "credentials", "bogus"]]
+    # Neither answer echoes a stored secret.
+    for value in credentials.values():
+        assert value not in patched.text + typo.text
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"name": "x"}, ["body", "platform"]),
+        ({"name": "x", "platform": "myspace"}, ["body", "platform"]),
+        ({"name": "x", "platform": ["api"]}, ["body", "platform"]),
+        (
+            {"name": "x", "platform": "api", "config": {"api_base_url": "ftp:/"}},
+            ["body", "config", "api_base_url"],
+        ),
+        ({"name": "x", "platform": "api", "config": ["a"]}, ["body", "config"]),
+        (
+            {"name": "", "platform": "telegram", "credentials": VALID_CREDENTIALS["telegram"]},
+            ["body", "name"],
+        ),
+    ],
+)
+async def test_other_channel_errors_are_located_as_written(
+    client: httpx2.AsyncClient, admin: Caller, body: dict[str, Any], loc: list[str]
+) -> None:
+    response = await client.post("/channels", json=body, headers=admin.headers)
+    assert response.status_code == 422, response.text
+    assert [error["loc"] for error in response.json()["detail"]] == [loc]
+
+
+async def test_openapi_types_each_platforms_credentials(client: httpx2.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    create = document["paths"]["/channels"]["post"]["requestBody"]["content"]["application/json"]
+    variants = schemas[create["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert variants["discriminator"]["propertyName"] == "platform"
+    expected = {
+        "whatsapp_twilio": ("TwilioCredentials", {"account_sid", "auth_token", "from_number"}),
+        "telegram": ("TelegramCredentials", {"bot_token", "secret_token"}),
+        "whatsapp_cloud": (
+            "WhatsAppCloudCredentials",
+            {"access_token", "phone_number_id", "app_secret", "verify_token"},
+        ),
+        "whapi": ("WhapiCredentials", {"token", "webhook_secret"}),
+        "api": ("ApiCredentials", set()),
+    }
+    for platform, (model, required) in expected.items():
+        variant = schemas[variants["discriminator"]["mapping"][platform].rsplit("/", 1)[1]]
+        assert variant["properties"]["credentials"]["$ref"].endswith(f"/{model}")
+        assert set(schemas[model].get("required", [])) == required, model
+        assert all(p.get("description") for p in schemas[model]["properties"].values()), model
+        assert variant["properties"]["config"]["$ref"].endswith("/ChannelConfig")
+    assert {"api_base_url", "callback_url"} <= set(schemas["ChannelConfig"]["properties"])
+    assert "default_agent_ids" in schemas["ChannelOut"]["required"]
+    agent_fields = schemas["AgentCreate"]["properties"]
+    assert all(agent_fields[name].get("description") for name in agent_fields), agent_fields
 
 
 async def test_api_channel_secret_is_generated_and_shown_once(

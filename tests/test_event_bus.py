@@ -1,4 +1,4 @@
-"""The event bus interface (contract §7), the same tests for both runtimes:
+"""The event bus interface, the same tests for both runtimes:
 `InProcessEventBus` (one process) and `RedisStreamEventBus` (several processes, real Redis).
 
 Then what only the Redis bus can show: two buses on one stream (as two processes would have)

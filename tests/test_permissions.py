@@ -1,6 +1,6 @@
 """Who may call what: every endpoint of the API against every kind of caller, exact codes.
 
-The rules (CONTRACT §2 and §3): a missing, invalid, expired or revoked token, or a deactivated user
+The rules: a missing, invalid, expired or revoked token, or a deactivated user
 or agent → 401; a valid token without the right → 403; an object outside the caller's reach → 404.
 Admins may do everything. Members see only the channels an admin granted them (with their chats,
 messages and agent links) and manage only themselves. Agents see only chats they have an active

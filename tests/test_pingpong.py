@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -95,7 +96,7 @@ def delivery(
 
 
 def signed(secret: str, payload: dict[str, Any], webhook_id: str | None = None) -> dict[str, Any]:
-    """Request kwargs for a delivery signed like the hub signs it (contract §5)."""
+    """Request kwargs for a delivery signed like the hub signs it (Standard Webhooks)."""
     body = json.dumps(payload)
     webhook_id = webhook_id or payload.get("delivery_id") or f"msg_{uuid.uuid4().hex}"
     headers = standard_webhook_headers(secret, body, webhook_id)
@@ -215,13 +216,7 @@ async def test_the_pingpong_command() -> None:
         assert f"http://127.0.0.1:{port}/" in first_line
         url = f"http://127.0.0.1:{port}/"
         async with httpx2.AsyncClient() as http:
-            with anyio.fail_after(15):
-                while True:
-                    try:
-                        response = await http.post(url, **signed(secret, delivery(new=1)))
-                        break
-                    except httpx2.ConnectError:
-                        await anyio.sleep(0.05)
+            response = await _post_once_up(http, url, signed(secret, delivery(new=1)))
             assert response.status_code == 200
             assert response.json() == {"reply": "pong: hello"}
             bad = await http.post(url, **signed(new_webhook_secret(), delivery()))
@@ -229,6 +224,50 @@ async def test_the_pingpong_command() -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+async def _post_once_up(http: httpx2.AsyncClient, url: str, request: Any) -> httpx2.Response:
+    """POST as soon as the freshly started command listens."""
+    with anyio.fail_after(15):
+        while True:
+            try:
+                return await http.post(url, **request)
+            except httpx2.ConnectError:
+                await anyio.sleep(0.05)
+
+
+async def test_the_pingpong_command_takes_its_secrets_from_the_environment() -> None:
+    """`AGENTHUB_PINGPONG_SECRET`, `_TOKEN` and `_HUB` instead of flags, so that no secret
+    shows on the command line (`ps` shows it to every user of the machine)."""
+    secret, token, port = new_webhook_secret(), "ah_agent-token-from-env", _free_port()
+    fake = FakeHub()
+    with serve_in_thread(fake.app) as hub_url:
+        env = {
+            **os.environ,
+            "AGENTHUB_PINGPONG_SECRET": secret,
+            "AGENTHUB_PINGPONG_TOKEN": token,
+            "AGENTHUB_PINGPONG_HUB": hub_url,
+        }
+        argv = [AGENTHUB, "pingpong", "--port", str(port)]
+        process = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            assert process.stdout is not None
+            assert "replies through the API" in process.stdout.readline()
+            async with httpx2.AsyncClient() as http:
+                payload = delivery(chat_id="cht_envvars001", new=1)  # no reply_url: uses the hub
+                response = await _post_once_up(
+                    http, f"http://127.0.0.1:{port}/", signed(secret, payload)
+                )
+            assert response.status_code == 200 and response.json() == {}
+            await fake.wait_for(1)
+        finally:
+            process.terminate()
+            process.wait(10)
+    assert fake.posts == [
+        ("/chats/cht_envvars001/messages", f"Bearer {token}", {"content": "pong: hello"})
+    ]
 
 
 def test_pingpong_refuses_a_malformed_secret() -> None:

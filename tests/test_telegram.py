@@ -1,7 +1,6 @@
 """`telegram`: the secret-token header, every documented message type, dedupe on the update and
 on (chat, message_id), the media proxy (`getFile` without leaking the bot token), sends through
-a fake Bot API server on loopback, `register-webhook` (`setWebhook`) and send errors
-(contract §3, §4, §6; reference B.2)."""
+a fake Bot API server on loopback, `register-webhook` (`setWebhook`) and send errors."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`whatsapp_twilio`: signatures (reference vectors), inbound webhooks, outbound sends through a
-fake Twilio Messages API on loopback, status callbacks and send retries (contract §4, §6)."""
+fake Twilio Messages API on loopback, status callbacks and send retries."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ async def wait_status(
     return await wait_until(check, timeout=10)
 
 
-# --- signature vectors (reference B.1) --------------------------------------------------------
+# --- signature vectors  --------------------------------------------------------
 
 VECTOR_TOKEN = "12345"
 VECTOR_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"

@@ -1,5 +1,5 @@
 """`GET /ws`: dashboards' live events over a real uvicorn server and a real WebSocket client
-(contract §7). The app runs its lifespan (the `app_and_hub` fixture); uvicorn serves it on
+. The app runs its lifespan (the `app_and_hub` fixture); uvicorn serves it on
 127.0.0.1 in the test's event loop, and REST calls go over real HTTP to the same server."""
 
 from __future__ import annotations

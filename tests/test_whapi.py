@@ -1,6 +1,6 @@
 """`whapi`: the `X-Webhook-Secret` header, `from_me` echoes ignored, group chats keyed by chat,
 every documented message type, status events (monotonic), the media proxy and sends through a
-fake WHAPI gate on loopback (contract §3, §4, §6; reference B.4)."""
+fake WHAPI gate on loopback."""
 
 from __future__ import annotations
 

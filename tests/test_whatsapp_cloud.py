@@ -1,6 +1,6 @@
 """`whatsapp_cloud`: the GET verification handshake, `X-Hub-Signature-256` (reference vector),
 every documented message type, batching, statuses (monotonic, errors kept), the media proxy,
-and sends through a fake Graph API on loopback (contract §3, §4, §6; reference B.3)."""
+and sends through a fake Graph API on loopback."""
 
 from __future__ import annotations
 

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from agenthub import __version__
+from agenthub.callbacks import describe_callbacks
 from agenthub.errors import install_error_handlers
 from agenthub.health import router as health_router
 from agenthub.hub import Hub
@@ -32,7 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await hub.close()
 
-    app = FastAPI(
+    # The API docs (/docs, /redoc) load Swagger UI and ReDoc from files in the installed
+    # package, not from a CDN, so they work offline and under a strict CSP.
+    app = FastAPIOffline(
         title="Agent Hub",
         version=__version__,
         description="Connects messaging platforms (WhatsApp, Telegram, web chat) to AI agents.",
@@ -41,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
     _include_routers(app)
+    describe_callbacks(app)
     return app
 
 

@@ -70,7 +70,12 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port to listen on", show_default="AGENTHUB_PORT or 8000")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Server processes")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Server processes", envvar="AGENTHUB_SERVE_WORKERS", show_envvar=True
+        ),
+    ] = 1,
 ) -> None:
     """Apply migrations, then serve the API (and run background jobs in-process)."""
     # The app's Settings (in this process and in uvicorn's worker processes) read these, so the
@@ -107,14 +112,11 @@ def serve(
     typer.echo(f"Listening  {listen_url}  (API docs: {listen_url}/docs)")
     typer.echo(f"Public URL {settings.effective_public_url}")
     if not _has_users(settings.database_url):
-        typer.secho("No user exists yet. Create the admin with either:", fg=typer.colors.YELLOW)
-        typer.echo("  agenthub create-admin --username admin --password -   (reads the password)")
-        typer.echo(
-            f"  curl -X POST {listen_url}/auth/signup -H 'Content-Type: application/json' "
-            """-d '{"username": "admin", "password": "…"}'"""
-        )
+        _print_first_admin_hint(settings, listen_url)
 
     import uvicorn
+
+    from agenthub.logs import uvicorn_log_config
 
     uvicorn.run(
         "agenthub.app:create_app",
@@ -122,7 +124,34 @@ def serve(
         host=settings.host,
         port=settings.port,
         workers=workers,
+        log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(settings.log_level),
     )
+
+
+def _print_first_admin_hint(settings: Settings, listen_url: str) -> None:
+    typer.secho("No user exists yet. Create the admin with either:", fg=typer.colors.YELLOW)
+    typer.echo(f"  {_agenthub_command()} create-admin --username admin   (asks for the password)")
+    setup_header = " -H 'X-Setup-Token: <AGENTHUB_SETUP_TOKEN>'" if settings.setup_token else ""
+    typer.echo(
+        f"  curl -X POST {listen_url}/auth/signup -H 'Content-Type: application/json'"
+        f"""{setup_header} -d '{{"username": "admin", "password": "…"}}'"""
+    )
+
+
+def _agenthub_command() -> str:
+    """How to run this `agenthub` from the current directory: `agenthub` when it is the one on
+    PATH, else its path (relative when under the directory: `.venv/bin/agenthub` after
+    `make run`, whose virtualenv is not activated)."""
+    import shutil
+    from pathlib import Path
+
+    ours = Path(sys.executable).with_name("agenthub")
+    on_path = shutil.which("agenthub")
+    if not ours.exists() or (on_path and Path(on_path).resolve() == ours.resolve()):
+        return "agenthub"
+    cwd = Path.cwd()
+    return str(ours.relative_to(cwd)) if ours.is_relative_to(cwd) else str(ours)
 
 
 @app.command()
@@ -236,19 +265,35 @@ def _check_whsec(secret: str, param_hint: str = "--secret") -> str:
 @app.command()
 def pingpong(
     secret: Annotated[
-        str, typer.Option(help="The agent's webhook_secret (whsec_…), to verify deliveries")
+        str,
+        typer.Option(
+            help="The agent's webhook_secret (whsec_…), to verify deliveries",
+            envvar="AGENTHUB_PINGPONG_SECRET",
+            show_envvar=True,
+        ),
     ],
     port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1)")] = 8001,
     token: Annotated[
         str | None,
-        typer.Option(help="The agent's API token: reply through the API instead of inline"),
+        typer.Option(
+            help="The agent's API token: reply through the API instead of inline",
+            envvar="AGENTHUB_PINGPONG_TOKEN",
+            show_envvar=True,
+        ),
     ] = None,
     hub: Annotated[
         str | None,
-        typer.Option(help="The hub's URL, used when a delivery carries no reply_url"),
+        typer.Option(
+            help="The hub's URL, used when a delivery carries no reply_url",
+            envvar="AGENTHUB_PINGPONG_HUB",
+            show_envvar=True,
+        ),
     ] = None,
 ) -> None:
-    """The example agent: answers every delivery with `pong: <last new message>`."""
+    """The example agent: answers every delivery with `pong: <last new message>`.
+
+    AGENTHUB_PINGPONG_SECRET and _TOKEN keep the secrets off the command line (seen by `ps`).
+    """
     from agenthub.pingpong import serve as serve_pingpong
 
     secret = _check_whsec(secret)
@@ -263,7 +308,14 @@ def pingpong(
 @app.command("send-test")
 def send_test(
     channel: Annotated[str, typer.Option(help="The api channel's id (chn_…)")],
-    secret: Annotated[str, typer.Option(help="The channel's secret (whsec_…)")],
+    secret: Annotated[
+        str,
+        typer.Option(
+            help="The channel's secret (whsec_…)",
+            envvar="AGENTHUB_SEND_TEST_SECRET",
+            show_envvar=True,
+        ),
+    ],
     contact: Annotated[str, typer.Option(help="The contact's id on your platform")],
     text: Annotated[str, typer.Option(help="The message content")] = "hi",
     hub: Annotated[str, typer.Option(help="The hub's URL")] = "http://127.0.0.1:8000",

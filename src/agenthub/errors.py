@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
+
+Location = tuple[str | int, ...]
 
 
 class DomainError(Exception):
@@ -63,6 +67,28 @@ class PayloadTooLarge(DomainError):
         return "Request body too large"
 
 
+class InvalidInput(DomainError):
+    """422 with the same `detail` as a request that failed validation: a list of
+    `{type, loc, msg}`, for input only a service can check (an id that must exist, credentials
+    merged with the stored ones), so clients read one error shape whoever found the fault."""
+
+    status_code = 422
+
+    @classmethod
+    def within(cls, prefix: Location, exc: ValidationError) -> InvalidInput:
+        """`exc`'s errors, under `prefix` (where the validated value sits in the request)."""
+        return cls(public_errors({**e, "loc": (*prefix, *e["loc"])} for e in exc.errors()))
+
+
+def public_errors(errors: Iterable[Any]) -> list[dict[str, Any]]:
+    # FastAPI's default echoes each bad `input`: that leaks submitted passwords and
+    # credentials into answers, and a NaN input cannot even be rendered as JSON.
+    # (`url`: pydantic's own errors carry a link to its docs; request errors do not.)
+    hidden = ("input", "ctx", "url")
+    public = [{k: v for k, v in e.items() if k not in hidden} for e in errors]
+    return list(jsonable_encoder(public))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -80,7 +106,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's default echoes each bad `input`: that leaks submitted passwords and
-        # credentials into answers, and a NaN input cannot even be rendered as JSON.
-        errors = [{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, 422)
+        return JSONResponse({"detail": public_errors(exc.errors())}, 422)

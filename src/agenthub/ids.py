@@ -1,4 +1,4 @@
-"""Public identifiers: `{prefix}_{10 chars}` from a cryptographic random source (contract §2)."""
+"""Public identifiers: `{prefix}_{10 chars}` from a cryptographic random source."""
 
 import secrets
 import string

@@ -6,10 +6,13 @@ runtime. The root `alembic.ini` is only for developers running the `alembic` com
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine import make_url
 
 from agenthub.db import sync_url
 
@@ -38,7 +41,24 @@ def alembic_config(database_url: str | None = None) -> Config:
 
 def upgrade_database(database_url: str) -> None:
     """`alembic upgrade head` on `database_url` (idempotent; safe on every start)."""
+    create_private_sqlite_file(database_url)
     command.upgrade(alembic_config(database_url), "head")
+
+
+def create_private_sqlite_file(database_url: str) -> None:
+    """Create a SQLite database file that does not exist yet with mode 0600, before SQLite
+    does (it would make it 0644 under the usual umask): it holds password hashes and the
+    encrypted credentials. SQLite gives its -wal and -shm files the database file's mode.
+    An existing file keeps the mode its owner chose."""
+    url = make_url(database_url)
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    if database.startswith("file:"):
+        return  # a URI filename: SQLite parses it, and it may name no file at all
+    # A missing directory is left to SQLite, which reports it as it always did.
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def current_revision(database_url: str) -> str | None:

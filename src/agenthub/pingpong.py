@@ -1,8 +1,8 @@
 """The example agent behind `agenthub pingpong`: the smallest thing that talks to the hub.
 
-The hub POSTs a signed delivery (contract §5) to `http://127.0.0.1:<port>/`. The agent checks
-the Standard Webhooks signature with the agent's `webhook_secret` (a bad one gets 401), then
-answers `pong: <the newest message it was sent>` in one of two ways:
+The hub POSTs a delivery to `http://127.0.0.1:<port>/`. The agent checks its Standard Webhooks
+signature with the agent's `webhook_secret` (a bad one gets 401), then answers
+`pong: <the newest message it was sent>` in one of two ways:
 
 - inline (default): the 2xx answer is `{"reply": "pong: …"}` and the hub stores and sends it;
 - through the API (with a token): it answers `200 {}` at once and POSTs the reply to the

@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from agenthub.logs import LogLevel
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -22,7 +24,13 @@ class Settings(BaseSettings):
         default=None, description="URL platforms reach the hub at; defaults to http://<host>:<port>"
     )
     secret_key: SecretStr | None = None
+    # When set, `POST /auth/signup` also needs the header `X-Setup-Token` with this value, so
+    # that whoever reaches a fresh server first cannot make themselves its admin.
+    setup_token: SecretStr | None = None
     allow_private_agent_urls: bool | None = None
+    # Level of `serve` (uvicorn and the hub's loggers) and `worker` (Celery). Except at DEBUG,
+    # httpx2's line per request and Celery beat's line per sweep are held at WARNING.
+    log_level: LogLevel = "INFO"
     host: str = "127.0.0.1"
     port: int = 8000
     user_token_ttl_hours: int = Field(default=24 * 7, ge=1)

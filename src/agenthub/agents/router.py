@@ -9,6 +9,7 @@ from agenthub.agents.schemas import (
     AgentCreate,
     AgentCreated,
     AgentOut,
+    AgentSaved,
     AgentUpdate,
     TokenCreate,
     TokenCreated,
@@ -32,11 +33,16 @@ async def list_agents(
 async def create_agent(
     data: AgentCreate, _: AdminUser, session: SessionDep, hub: HubDep
 ) -> AgentCreated:
-    """Register an agent. The answer carries its API `token` and `webhook_secret`, once."""
+    """Register an agent. The answer carries its API `token` and `webhook_secret`, once.
+
+    A name another agent already has (ignoring case) is allowed; the answer's `warnings` then
+    says so: `["another agent is named 'Sales' (agt_…)"]`, one entry per such agent.
+    """
     agent, token, webhook_secret = await service.create_agent(session, hub, data)
     return AgentCreated.model_validate(
         {
             **AgentOut.model_validate(agent).model_dump(),
+            "warnings": await service.name_warnings(session, agent.name, agent.id),
             "token": token,
             "webhook_secret": webhook_secret,
         }
@@ -49,13 +55,22 @@ async def get_agent(agent_id: str, _: AdminUser, session: SessionDep) -> object:
     return await service.get_agent(session, agent_id)
 
 
-@router.patch("/{agent_id}", response_model=AgentOut)
+@router.patch("/{agent_id}", response_model=AgentSaved)
 async def update_agent(
     agent_id: str, data: AgentUpdate, _: AdminUser, session: SessionDep, hub: HubDep
-) -> object:
-    """Change an agent. `is_active: false` cuts off its tokens and deliveries at once."""
-    return await service.update_agent(
-        session, hub, await service.get_agent(session, agent_id), data
+) -> AgentSaved:
+    """Change an agent. `is_active: false` cuts off its tokens and deliveries at once.
+
+    A rename to a name another agent has (ignoring case) is made, and the answer's `warnings`
+    says so: `["another agent is named 'Sales' (agt_…)"]`. Other changes warn of nothing.
+    """
+    agent = await service.get_agent(session, agent_id)
+    old_name = agent.name
+    await service.update_agent(session, hub, agent, data)
+    renamed = agent.name != old_name
+    warnings = await service.name_warnings(session, agent.name, agent.id) if renamed else []
+    return AgentSaved.model_validate(
+        {**AgentOut.model_validate(agent).model_dump(), "warnings": warnings}
     )
 
 

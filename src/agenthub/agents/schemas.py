@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BeforeValidator, Field, PlainSerializer
 
@@ -22,45 +22,86 @@ WindowMinutes = Annotated[int, Field(ge=1, le=525_600)]
 TimeoutSeconds = Annotated[float, Field(gt=0, le=120)]
 
 
+# One description per field, shown in OpenAPI on the create, update and answer schemas.
+DESCRIPTIONS = {
+    "name": "Shown to operators and sent to the agent in each delivery (`agent.name`). Two "
+    "agents may share a name; the answer then carries a warning.",
+    "webhook_url": "Where the hub POSTs deliveries (signed with the agent's `webhook_secret`).",
+    "is_active": "An inactive agent gets no deliveries and its tokens stop working at once.",
+    "buffer_time_seconds": "Debounce: deliver once no contact message has arrived in a chat for "
+    "this long after the last one.",
+    "max_buffer_seconds": "Cap on the debounce: deliver at the latest once the oldest waiting "
+    "message has waited this long.",
+    "history_msg_count": "At most this many messages of the conversation in each delivery.",
+    "recent_msg_window_minutes": "Only messages from this many last minutes go into a delivery's "
+    "history (the new ones always do).",
+    "activate_for_new_conversation": "Linked to every new chat of channels without their own "
+    "`default_agent_ids`.",
+    "timeout_seconds": "How long the hub waits for the agent's answer to a delivery before "
+    "retrying it.",
+}
+
+
+def described(name: str, default: Any = None) -> Any:
+    return Field(default=default, description=DESCRIPTIONS[name])
+
+
 class AgentCreate(Schema):
-    name: Name
-    webhook_url: HttpUrl
-    is_active: bool = True
-    buffer_time_seconds: BufferSeconds = 3
-    max_buffer_seconds: MaxBufferSeconds = 30
-    history_msg_count: HistoryCount = 40
-    recent_msg_window_minutes: WindowMinutes = 1440
-    activate_for_new_conversation: bool = True
-    timeout_seconds: TimeoutSeconds = 10
+    name: Name = Field(description=DESCRIPTIONS["name"])
+    webhook_url: HttpUrl = Field(description=DESCRIPTIONS["webhook_url"])
+    is_active: bool = described("is_active", True)
+    buffer_time_seconds: BufferSeconds = described("buffer_time_seconds", 3)
+    max_buffer_seconds: MaxBufferSeconds = described("max_buffer_seconds", 30)
+    history_msg_count: HistoryCount = described("history_msg_count", 40)
+    recent_msg_window_minutes: WindowMinutes = described("recent_msg_window_minutes", 1440)
+    activate_for_new_conversation: bool = described("activate_for_new_conversation", True)
+    timeout_seconds: TimeoutSeconds = described("timeout_seconds", 10)
 
 
 class AgentUpdate(Schema):
-    name: Name | None = None
-    webhook_url: HttpUrl | None = None
-    is_active: bool | None = None
-    buffer_time_seconds: BufferSeconds | None = None
-    max_buffer_seconds: MaxBufferSeconds | None = None
-    history_msg_count: HistoryCount | None = None
-    recent_msg_window_minutes: WindowMinutes | None = None
-    activate_for_new_conversation: bool | None = None
-    timeout_seconds: TimeoutSeconds | None = None
+    """Fields given replace the stored ones."""
+
+    name: Name | None = described("name")
+    webhook_url: HttpUrl | None = described("webhook_url")
+    is_active: bool | None = described("is_active")
+    buffer_time_seconds: BufferSeconds | None = described("buffer_time_seconds")
+    max_buffer_seconds: MaxBufferSeconds | None = described("max_buffer_seconds")
+    history_msg_count: HistoryCount | None = described("history_msg_count")
+    recent_msg_window_minutes: WindowMinutes | None = described("recent_msg_window_minutes")
+    activate_for_new_conversation: bool | None = described("activate_for_new_conversation")
+    timeout_seconds: TimeoutSeconds | None = described("timeout_seconds")
 
 
 class AgentOut(Out):
     id: str
-    name: str
-    webhook_url: str
-    is_active: bool
-    buffer_time_seconds: float
-    max_buffer_seconds: float
-    history_msg_count: int
-    recent_msg_window_minutes: int
-    activate_for_new_conversation: bool
-    timeout_seconds: float
+    name: str = Field(description=DESCRIPTIONS["name"])
+    webhook_url: str = Field(description=DESCRIPTIONS["webhook_url"])
+    is_active: bool = Field(description=DESCRIPTIONS["is_active"])
+    buffer_time_seconds: float = Field(description=DESCRIPTIONS["buffer_time_seconds"])
+    max_buffer_seconds: float = Field(description=DESCRIPTIONS["max_buffer_seconds"])
+    history_msg_count: int = Field(description=DESCRIPTIONS["history_msg_count"])
+    recent_msg_window_minutes: int = Field(description=DESCRIPTIONS["recent_msg_window_minutes"])
+    activate_for_new_conversation: bool = Field(
+        description=DESCRIPTIONS["activate_for_new_conversation"]
+    )
+    timeout_seconds: float = Field(description=DESCRIPTIONS["timeout_seconds"])
     created_at: datetime
 
 
-class AgentCreated(AgentOut):
+WARNINGS = (
+    "Things the request did that may not be what was meant; the change was made anyway. Today: "
+    "`another agent is named '<name>' (<agent id>)`, one per other agent with the same name "
+    "(ignoring case)."
+)
+
+
+class AgentSaved(AgentOut):
+    """An agent as created or changed, with warnings about the change."""
+
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS)
+
+
+class AgentCreated(AgentSaved):
     """Shown once: the agent's API token and its `whsec_…` webhook signing secret."""
 
     token: str

@@ -31,6 +31,24 @@ async def create_agent(
     return agent, raw_token, webhook_secret
 
 
+async def name_warnings(session: AsyncSession, name: str, agent_id: str) -> list[str]:
+    """A warning per other agent with this name, ignoring case: allowed, but operators and
+    agents (which see `agent.name`) could not tell them apart."""
+    # Compared in Python: `lower()` differs between SQLite (ASCII only) and PostgreSQL, and
+    # agents are few (an admin registers each).
+    wanted = name.casefold()
+    others = await session.execute(
+        select(Agent.id, Agent.name)
+        .where(Agent.id != agent_id)
+        .order_by(Agent.created_at, Agent.id)
+    )
+    return [
+        f"another agent is named {other_name!r} ({other_id})"
+        for other_id, other_name in others
+        if other_name.casefold() == wanted
+    ]
+
+
 async def list_agents(session: AsyncSession, limit: int, offset: int) -> list[Agent]:
     query = select(Agent).order_by(Agent.created_at, Agent.id).limit(limit).offset(offset)
     return list(await session.scalars(query))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, status
 
 from agenthub.auth import service
 from agenthub.auth.schemas import LoginIn, LoginOut, SignupIn, UserCreate, UserOut, UserUpdate
@@ -17,9 +17,23 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
 
+SetupTokenHeader = Annotated[
+    str | None,
+    Header(
+        alias=service.SETUP_TOKEN_HEADER,
+        description="The server's `AGENTHUB_SETUP_TOKEN`. Required (else 403) when the server "
+        "has one set, as production servers should; ignored otherwise.",
+    ),
+]
+
+
 @router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-async def signup(data: SignupIn, session: SessionDep) -> object:
-    """Create the first user, an ADMIN. Closed (403) once any user exists."""
+async def signup(
+    data: SignupIn, session: SessionDep, hub: HubDep, setup_token: SetupTokenHeader = None
+) -> object:
+    """Create the first user, an ADMIN. Closed (403) once any user exists. When the server
+    has `AGENTHUB_SETUP_TOKEN` set, also needs the `X-Setup-Token` header with its value."""
+    service.check_setup_token(hub.settings.setup_token, setup_token)
     return await service.signup_first_admin(session, data)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
 
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +20,25 @@ from agenthub.security import (
     new_token,
     verify_password,
 )
+
+SETUP_TOKEN_HEADER = "X-Setup-Token"  # noqa: S105 - a header name, not a secret
+
+
+def check_setup_token(expected: SecretStr | None, given: str | None) -> None:
+    """With `AGENTHUB_SETUP_TOKEN` set, signup needs it in `X-Setup-Token` (compared in
+    constant time): whoever reaches a fresh server first must also know it."""
+    if expected is None:
+        return
+    if not given:
+        raise Forbidden(
+            f"Signup needs the {SETUP_TOKEN_HEADER} header: this server has AGENTHUB_SETUP_TOKEN"
+            " set; send its value"
+        )
+    # bytes: `compare_digest` refuses non-ASCII `str`, and a header may hold any character.
+    if not hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.get_secret_value().encode()
+    ):
+        raise Forbidden(f"{SETUP_TOKEN_HEADER} does not match this server's AGENTHUB_SETUP_TOKEN")
 
 
 async def signup_first_admin(session: AsyncSession, data: SignupIn) -> User:

@@ -29,15 +29,17 @@ async def list_channels(
 ) -> list[ChannelOut]:
     """The channels the caller may read (admins: all; members: those granted)."""
     channels = await service.list_channels(session, principal, limit, offset)
-    return [service.to_out(hub, channel) for channel in channels]
+    return await service.answers(session, hub, channels)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ChannelCreated)
 async def create_channel(
     data: ChannelCreate, _: AdminUser, session: SessionDep, hub: HubDep
 ) -> ChannelOut:
-    """Connect a platform (admin). Credentials are stored encrypted and never shown again."""
-    return await service.create_channel(session, hub, data)
+    """Connect a platform (admin). `platform` says which `credentials` the channel takes (see
+    the request schema's variants). Credentials are stored encrypted and never shown again.
+    `default_agent_ids` names the agents its new chats get (unknown id: 422)."""
+    return await service.create_channel(session, hub, data.root)
 
 
 @router.get("/{channel_id}", response_model=ChannelOut)
@@ -45,16 +47,20 @@ async def get_channel(
     channel_id: str, _: CurrentUser, principal: CurrentPrincipal, session: SessionDep, hub: HubDep
 ) -> ChannelOut:
     """One channel, with the `webhook_url` to configure at the platform."""
-    return service.to_out(hub, await get_readable_channel(session, principal, channel_id))
+    channel = await get_readable_channel(session, principal, channel_id)
+    return await service.answer(session, hub, channel)
 
 
 @router.patch("/{channel_id}", response_model=ChannelOut)
 async def update_channel(
     channel_id: str, data: ChannelUpdate, _: AdminUser, session: SessionDep, hub: HubDep
 ) -> ChannelOut:
-    """Rename, reconfigure, rotate credentials or (de)activate a channel (admin)."""
+    """Rename, reconfigure, rotate credentials, (de)activate a channel or choose the agents its
+    new chats get (admin). Invalid merged credentials or an unknown agent id: 422, located in
+    the request like any validation error."""
     channel = await service.get_channel(session, channel_id)
-    return service.to_out(hub, await service.update_channel(session, hub, channel, data))
+    await service.update_channel(session, hub, channel, data)
+    return await service.answer(session, hub, channel)
 
 
 @router.post("/{channel_id}/register-webhook", response_model=ChannelOut)
@@ -73,7 +79,7 @@ async def register_webhook(
     async with hub.db.transaction() as write:
         channel = await service.get_channel(write, channel_id)
         await service.record_registration(write, hub, channel)
-        return service.to_out(hub, channel)
+        return await service.answer(write, hub, channel)
 
 
 MediaId = Annotated[str, Path(min_length=1, max_length=512)]

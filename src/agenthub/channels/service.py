@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from fastapi import Response
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
 from agenthub.access import scope_channels
-from agenthub.channels.schemas import CREDENTIAL_SCHEMAS, ChannelCreate, ChannelOut, ChannelUpdate
+from agenthub.channels import default_agents
+from agenthub.channels.schemas import (
+    CREDENTIAL_SCHEMAS,
+    ChannelConfig,
+    ChannelOut,
+    ChannelUpdate,
+    NewChannel,
+)
 from agenthub.deps import Principal
-from agenthub.errors import BadRequest, DomainError, NotFound
+from agenthub.errors import BadRequest, DomainError, InvalidInput, NotFound
 from agenthub.hub import Hub
 from agenthub.models import Channel, ChannelMember, Platform, Role, User
 from agenthub.netguard import ensure_public_url
@@ -130,9 +138,28 @@ def setup_steps(channel: Channel, url: str, registered: bool | None) -> list[str
     ]
 
 
-def to_out(
-    hub: Hub, channel: Channel, shown_credentials: dict[str, Any] | None = None
+async def answer(
+    session: AsyncSession,
+    hub: Hub,
+    channel: Channel,
+    shown_credentials: dict[str, Any] | None = None,
 ) -> ChannelOut:
+    lists = await default_agents.lists_of(session, [channel])
+    return to_out(hub, channel, lists.get(channel.id), shown_credentials)
+
+
+async def answers(session: AsyncSession, hub: Hub, channels: Sequence[Channel]) -> list[ChannelOut]:
+    lists = await default_agents.lists_of(session, channels)
+    return [to_out(hub, channel, lists.get(channel.id)) for channel in channels]
+
+
+def to_out(
+    hub: Hub,
+    channel: Channel,
+    default_agent_ids: list[str] | None,
+    shown_credentials: dict[str, Any] | None = None,
+) -> ChannelOut:
+    """The answer for a channel; `default_agent_ids` from `default_agents.lists_of`."""
     stored = hub.secrets.decrypt_json(channel.credentials_encrypted)
     url = webhook_url(hub, channel)
     registered, registered_at = _registration(hub, channel)
@@ -144,6 +171,7 @@ def to_out(
         config=channel.config,
         webhook_url=url,
         is_active=channel.is_active,
+        default_agent_ids=default_agent_ids,
         created_at=channel.created_at,
         webhook_registered=registered,
         webhook_registered_at=registered_at,
@@ -228,25 +256,34 @@ def _stream(download: MediaDownload) -> Response:
     )
 
 
-async def create_channel(session: AsyncSession, hub: Hub, data: ChannelCreate) -> ChannelOut:
+async def create_channel(session: AsyncSession, hub: Hub, data: NewChannel) -> ChannelOut:
     # Store what the schema made of them (stripped), not the raw dict.
-    schema = CREDENTIAL_SCHEMAS[data.platform]
-    credentials = schema.model_validate(data.credentials).model_dump(exclude_none=True)
+    credentials = data.credentials.model_dump(exclude_none=True)
     generated: dict[str, Any] | None = None
     if data.platform == Platform.API and not credentials.get("secret"):
         credentials["secret"] = new_webhook_secret()
         generated = {"secret": credentials["secret"]}
-    await _check_config_urls(hub, data.config)
+    config = _stored_config(data.config)
+    await _check_config_urls(hub, config)
     channel = Channel(
         name=data.name,
         platform=data.platform,
         credentials_encrypted=hub.secrets.encrypt_json(credentials),
-        config=data.config,
+        config=config,
         is_active=data.is_active,
     )
     session.add(channel)
     await session.flush()
-    return to_out(hub, channel, generated)
+    if data.default_agent_ids is not None:
+        await default_agents.set_list(
+            session, channel, data.default_agent_ids, ("body", "default_agent_ids")
+        )
+    return await answer(session, hub, channel, generated)
+
+
+def _stored_config(config: ChannelConfig) -> dict[str, Any]:
+    """The keys the client gave (the adapter's own ones included), as given."""
+    return config.model_dump(exclude_unset=True)
 
 
 async def _check_config_urls(hub: Hub, config: dict[str, Any]) -> None:
@@ -277,13 +314,14 @@ async def update_channel(
         merged = hub.secrets.decrypt_json(channel.credentials_encrypted) | data.credentials
         try:
             validated = CREDENTIAL_SCHEMAS[Platform(channel.platform)].model_validate(merged)
-        except ValueError as exc:
-            raise BadRequest(f"Invalid credentials for {channel.platform}: {exc}") from exc
+        except ValidationError as exc:
+            # Located where the client wrote the fields, as a request error would be.
+            raise InvalidInput.within(("body", "credentials"), exc) from None
         merged = validated.model_dump(exclude_none=True)
         channel.credentials_encrypted = hub.secrets.encrypt_json(merged)
     if data.config is not None:
-        await _check_config_urls(hub, data.config)
-        config = dict(data.config)
+        config = _stored_config(data.config)
+        await _check_config_urls(hub, config)
         if REGISTRATION_KEY in channel.config and REGISTRATION_KEY not in config:
             # Hub-kept; it shows itself stale when what it fingerprints changes.
             config[REGISTRATION_KEY] = channel.config[REGISTRATION_KEY]
@@ -292,6 +330,10 @@ async def update_channel(
         channel.name = data.name
     if data.is_active is not None:
         channel.is_active = data.is_active
+    if "default_agent_ids" in data.model_fields_set:  # null is a value: back to the rule
+        await default_agents.set_list(
+            session, channel, data.default_agent_ids, ("body", "default_agent_ids")
+        )
     await session.flush()
     return channel
 

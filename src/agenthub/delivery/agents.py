@@ -1,4 +1,4 @@
-"""Hub → agent delivery: the buffer, batching, signed POSTs, retries and replies (contract §5).
+"""Hub → agent delivery: the buffer, batching, signed POSTs, retries and replies (docs/agents.md).
 
 The lifecycle of a contact message for one agent:
 1. The inbound transaction (`webhooks/service.py: store_contact_messages`) sets the link's

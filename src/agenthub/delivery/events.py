@@ -1,4 +1,4 @@
-"""Dashboard events (contract §7) and the after-commit plumbing that raises them.
+"""Dashboard events (the WebSocket's, docs/api.md) and the after-commit plumbing that raises them.
 
 Events and wake-ups raised inside a transaction go out only once it commits (see `uow`).
 """

@@ -1,4 +1,4 @@
-"""Hub → contact: USER and AGENT messages go to the platform from an outbox (contract §6)."""
+"""Hub → contact: USER and AGENT messages go to the platform from an outbox."""
 
 from __future__ import annotations
 

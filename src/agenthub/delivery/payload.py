@@ -1,4 +1,4 @@
-"""The delivery body of contract §5 and its Standard Webhooks signature.
+"""The delivery body an agent receives (docs/agents.md) and its Standard Webhooks signature.
 
 Built inside the transaction that claims the attempt (`claim_due_attempts` already read the
 delivery, agent, chat and channel columns it needs), with Core statements: this runs once per
@@ -119,7 +119,7 @@ async def _history(session: AsyncSession, target: DeliveryTarget) -> list[Any]:
 
 
 def _message_json(message: Any) -> dict[str, Any]:
-    """A message as `MessageOut` serialises it, with the fields of contract §5."""
+    """A message as `MessageOut` serialises it, with the fields of the delivery body."""
     sender_type = str(message.sender_type)
     return {
         "id": message.id,

@@ -1,4 +1,4 @@
-"""What an agent's 2xx answer may carry: `reply`, `replies` and `handoff` (contract §5)."""
+"""What an agent's 2xx answer may carry: `reply`, `replies` and `handoff`."""
 
 from __future__ import annotations
 

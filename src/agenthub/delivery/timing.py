@@ -19,7 +19,7 @@ def buffer_due_at(
     max_buffer_seconds: float,
 ) -> datetime:
     """Deliver once the chat is quiet for `buffer_seconds`, or the oldest message has waited
-    `max_buffer_seconds` — whichever comes first (contract §5)."""
+    `max_buffer_seconds` — whichever comes first."""
     quiet = last_arrival_at + timedelta(seconds=buffer_seconds)
     cap = waiting_since + timedelta(seconds=max_buffer_seconds)
     return min(quiet, cap)

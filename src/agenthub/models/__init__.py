@@ -2,7 +2,7 @@
 
 from agenthub.models.agent import Agent
 from agenthub.models.base import Base, utcnow
-from agenthub.models.channel import Channel, Platform
+from agenthub.models.channel import Channel, ChannelDefaultAgent, Platform
 from agenthub.models.chat import Chat, ChatAgentLink
 from agenthub.models.delivery import (
     AgentDelivery,
@@ -22,6 +22,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "Channel",
+    "ChannelDefaultAgent",
     "ChannelMember",
     "Chat",
     "ChatAgentLink",

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agenthub.ids import new_id
@@ -32,3 +32,28 @@ class Channel(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # True: new chats get the agents listed in `channel_default_agents` (maybe none). False:
+    # the hub-wide rule (every active agent with `activate_for_new_conversation`). A flag, as
+    # an empty list and "no list" mean different things and a join table has no null.
+    default_agents_listed: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+
+
+class ChannelDefaultAgent(Base):
+    """One agent of a channel's `default_agent_ids`, at its place in the list.
+
+    Deleting the agent (or the channel) deletes the row in the database, so a list never
+    names an agent that no longer exists.
+    """
+
+    __tablename__ = "channel_default_agents"
+
+    channel_id: Mapped[str] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Indexed for the cascade: deleting an agent finds its rows without a scan.
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)

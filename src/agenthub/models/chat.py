@@ -38,7 +38,7 @@ class ChatAgentLink(Base):
     """An agent taking part in a chat; `active=False` pauses deliveries to it.
 
     It also holds the agent's buffer for the chat: contact messages after `delivered_seq` wait
-    here until `due_at` (the debounce of contract §5), then become one `AgentDelivery`.
+    here until `due_at` (the debounce), then become one `AgentDelivery`.
     """
 
     __tablename__ = "chat_agents"

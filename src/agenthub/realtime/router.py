@@ -1,4 +1,4 @@
-"""`GET /ws?token=…[&last_event_id=N]`: live events for operators' dashboards (contract §7)."""
+"""`GET /ws?token=…[&last_event_id=N]`: live events for operators' dashboards."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ async def websocket_events(
     principal = await _principal(hub, token)
     if principal is None:
         # Accept, then close: closing before accept answers the handshake with HTTP 403, so a
-        # client (a browser reports 1006) would never see the 1008 the contract promises.
+        # client (a browser reports 1006) would never see the documented 1008.
         await websocket.accept()
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="invalid token")
         return
@@ -99,7 +99,7 @@ class _Access:
     Revoking a token, deactivating or demoting a user and changing channel grants publish an
     `access_changed` event on the same bus (never forwarded to clients). Because the bus is
     ordered, the socket re-checks before it forwards anything published after the change:
-    a user loses its stream "at once" (contract §2) without a database query per event.
+    a user loses its stream "at once" without a database query per event.
     """
 
     def __init__(self, hub: Hub, token: str, principal: Principal, visibility: _Visibility) -> None:

@@ -22,8 +22,14 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
+from agenthub.logs import apply_quiet_loggers, install_redaction
 from agenthub.models import utcnow
 from agenthub.settings import Settings, get_settings
 
@@ -65,6 +71,14 @@ def _worker_hub() -> tuple[asyncio.AbstractEventLoop, Any]:
         _start_worker_process()
     assert _WorkerState.loop is not None
     return _WorkerState.loop, _WorkerState.hub
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_worker_logs(**_: Any) -> None:
+    # Celery has just added its handlers (the root's, the task logger's; again in each pool
+    # process): none of them may print a secret.
+    install_redaction()
 
 
 @worker_process_init.connect
@@ -202,7 +216,13 @@ def run_worker(settings: Settings, *, concurrency: int, queues: str, beat: bool)
     # cost more CPU than a pass with nothing to do. Failures are still logged (ERROR).
     for name in ("celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    argv = ["worker", f"--concurrency={concurrency}", f"--queues={queues}", "--loglevel=INFO"]
+    apply_quiet_loggers(settings.log_level)
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--queues={queues}",
+        f"--loglevel={settings.log_level}",
+    ]
     if beat:
         argv.append("--beat")
     app.worker_main(argv)

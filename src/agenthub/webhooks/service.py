@@ -1,5 +1,5 @@
 """Inbound: store platform messages once, creating each chat on first contact, linking the
-channel's default agents and filling their buffers (contract §4).
+channel's agents for new chats (`channels/default_agents.py`) and filling their buffers.
 
 Written for batches: the intake (`webhooks/intake.py`) hands over every message that arrived
 while the previous transaction was committing, and this stores them all with a fixed number of
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from agenthub.channels.default_agents import link_default_agents
 from agenthub.chats.service import PREVIEW_CHARS
 from agenthub.delivery import events
 from agenthub.delivery.timing import buffer_due_at
@@ -38,7 +39,6 @@ from agenthub.models import (
 )
 from agenthub.platforms.base import InboundMessage
 
-# The tables themselves: set-based Core statements, no ORM unit of work on this hot path.
 # The tables themselves: set-based Core statements, no ORM unit of work on this hot path.
 CHATS = Base.metadata.tables[Chat.__tablename__]
 LINKS = Base.metadata.tables[ChatAgentLink.__tablename__]
@@ -65,10 +65,6 @@ LOCKED_CHATS = (
     # holds the chat's agent link) pass, so they cannot deadlock with this transaction.
     .with_for_update(key_share=True)
 )
-DEFAULT_AGENTS = select(AGENTS.c.id).where(
-    AGENTS.c.is_active.is_(True), AGENTS.c.activate_for_new_conversation.is_(True)
-)
-INSERT_LINKS = insert(LINKS)
 INSERT_MESSAGES = insert(MESSAGES)
 UPDATE_CHAT_SUMMARIES = (
     update(CHATS)
@@ -226,7 +222,7 @@ def _chats_for(
     created = [key for key in missing if chats[key]["id"] == proposed[key]]
     for key in created:  # the rest of a new chat's row, for its `chat_updated` event
         chats[key].update(created_at=created_at, needs_human=False, assigned_user_id=None)
-    _link_default_agents(conn, created_at, [chats[key]["id"] for key in created])
+    link_default_agents(conn, created_at, {chats[key]["id"]: key[0] for key in created})
     return chats, created
 
 
@@ -281,28 +277,6 @@ def _insert_chats_if_absent(
     )
 
 
-def _link_default_agents(conn: Connection, now: datetime, chat_ids: list[str]) -> None:
-    if not chat_ids:
-        return
-    agent_ids = list(conn.scalars(DEFAULT_AGENTS))
-    if agent_ids:
-        conn.execute(
-            INSERT_LINKS,
-            [
-                {
-                    "id": new_id("cag"),
-                    "chat_id": chat_id,
-                    "agent_id": agent_id,
-                    "active": True,
-                    "created_at": now,
-                    "delivered_seq": 0,
-                }
-                for chat_id in chat_ids
-                for agent_id in agent_ids
-            ],
-        )
-
-
 def _insert_messages(
     conn: Connection, chats: dict[ChatKey, dict[str, Any]], arrivals: list[Arrival]
 ) -> dict[int, dict[str, Any]]:
@@ -350,8 +324,8 @@ def _insert_messages(
 
 
 def _fill_buffers(conn: Connection, messages: list[dict[str, Any]]) -> bool:
-    """Add the new messages to the buffer of each active agent of their chats (contract §5):
-    the buffer falls due when the chat has been quiet long enough, or at its cap."""
+    """Add the new messages to the buffer of each active agent of their chats: the buffer
+    falls due when the chat has been quiet long enough, or at its cap."""
     arrivals: dict[str, list[datetime]] = {}
     for message in messages:
         arrivals.setdefault(message["chat_id"], []).append(message["timestamp"])
