@@ -24,8 +24,9 @@ from agenthub.logs import (
 from agenthub.security import new_token, new_webhook_secret
 from agenthub.settings import Settings
 
-USER_TOKEN = new_token()
-WHSEC = new_webhook_secret()
+# Fixed values of the real shapes: parameter ids must be the same in every xdist worker.
+USER_TOKEN = "ah_6ccy9yvyzZYtCxleEnHHDY1jBfJjYAgqlNQ5H8NZPCo"
+WHSEC = "whsec_4NwAEQu1cjgGE1KxqoyFHgUQK/LJ0+6yBTAyFGXQn3g="
 BOT_TOKEN = "7311234567:AAHk3vXJ9mQ2pL8nR4sT6uW0yZ1aB3cD5eF"
 
 
@@ -200,3 +201,9 @@ def test_log_level_setting() -> None:
     assert Settings(log_level=" debug ", _env_file=None).log_level == "DEBUG"  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         Settings(log_level="verbose", _env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_fixed_samples_have_the_shapes_the_hub_generates() -> None:
+    token, whsec = new_token(), new_webhook_secret()
+    assert USER_TOKEN[:3] == token[:3] and len(USER_TOKEN) == len(token)
+    assert WHSEC[:6] == whsec[:6] and len(WHSEC) == len(whsec)
