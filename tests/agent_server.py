@@ -262,7 +262,7 @@ async def eventually(
     check: Callable[[], Any | Awaitable[Any]],
     *,
     timeout: float = 10.0,
-    interval: float = 0.02,
+    interval: float = 0.05,
     message: str = "condition not met",
 ) -> Any:
     """Poll `check` (sync or async) until it returns something truthy; fail after `timeout`."""

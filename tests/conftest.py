@@ -37,14 +37,10 @@ load_hypothesis_profile()
 # --- ordering and reporting --------------------------------------------------------------------
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests with real processes first, all on one xdist worker (`--dist loadgroup`): they are
-    the longest, so starting them last would leave one worker busy after the other is done, and
-    two of them at once on a 2-core machine would starve each other's processes."""
-    for item in items:
-        if item.get_closest_marker("multiprocess"):
-            item.add_marker(pytest.mark.xdist_group("processes"))
+    """Tests with real processes first: they are the longest, so starting them last would leave
+    one xdist worker busy after the other is done. (Every worker sorts the same way, so they
+    still collect the same order.)"""
     items.sort(key=lambda item: item.get_closest_marker("multiprocess") is None)
 
 

@@ -222,6 +222,10 @@ def run_worker(settings: Settings, *, concurrency: int, queues: str, beat: bool)
         f"--concurrency={concurrency}",
         f"--queues={queues}",
         f"--loglevel={settings.log_level}",
+        # The hub neither revokes tasks nor watches worker events, so workers need not sync
+        # with each other at start (mingle, about a second) or keep gossiping afterwards.
+        "--without-mingle",
+        "--without-gossip",
     ]
     if beat:
         argv.append("--beat")
