@@ -6,11 +6,15 @@ what dashboards get.
 
 from __future__ import annotations
 
+import json
+import uuid
 from typing import Any
 
+import anyio
 import httpx2
 
 from tests.conftest import Caller
+from tests.fake_platform import standard_webhook_headers
 
 
 def assert_ack(answer: httpx2.Response) -> None:
@@ -64,3 +68,35 @@ async def send_user_message(
     answer = await client.post(f"/chats/{chat_id}/messages", json=body, headers=admin.headers)
     assert answer.status_code == 201, answer.text
     return dict(answer.json())
+
+
+async def post_api_message_and_wait_for_the_agent(
+    client: httpx2.AsyncClient,
+    admin: Caller,
+    channel_id: str,
+    channel_secret: str,
+    inbound: dict[str, Any],
+    timeout: float = 15,
+) -> list[dict[str, Any]]:
+    """POST `inbound` to an `api` channel, signed with its secret, then poll until the chat
+    holds an AGENT message; returns the chat's messages, newest first."""
+    body = json.dumps(inbound)
+    headers = standard_webhook_headers(channel_secret, body, f"msg_{uuid.uuid4().hex}")
+    response = await client.post(
+        f"/webhooks/api/{channel_id}",
+        content=body.encode(),
+        headers={"content-type": "application/json", **headers},
+    )
+    assert response.status_code == 200, response.text
+    messages: list[dict[str, Any]] = []
+    with anyio.fail_after(timeout):
+        while not any(m["sender_type"] == "AGENT" for m in messages):
+            await anyio.sleep(0.05)
+            chats = (
+                await client.get(f"/channels/{channel_id}/chats", headers=admin.headers)
+            ).json()["chats"]
+            if chats:
+                messages = (
+                    await client.get(f"/chats/{chats[0]['id']}/messages", headers=admin.headers)
+                ).json()["messages"]
+    return messages

@@ -18,20 +18,19 @@ import select
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx2
 import pytest
 
 from agenthub.security import new_webhook_secret
 from tests.conftest import Caller
 from tests.fake_platform import standard_webhook_headers
+from tests.platform_helpers import post_api_message_and_wait_for_the_agent
 
 pytestmark = pytest.mark.anyio
 
@@ -109,23 +108,9 @@ async def test_the_example_agent_answers_a_contact_through_the_hub(
             "message_id": "web-1",
             "content": "Do you ship to Lisbon?",
         }
-        response = await client.post(
-            f"/webhooks/api/{channel_id}",
-            **signed(channel_secret, inbound, msg_id=f"msg_{uuid.uuid4().hex}"),
+        messages = await post_api_message_and_wait_for_the_agent(
+            client, admin, channel_id, channel_secret, inbound, timeout=10
         )
-        assert response.status_code == 200, response.text
-
-        messages: list[dict[str, Any]] = []
-        with anyio.fail_after(10):
-            while not any(m["sender_type"] == "AGENT" for m in messages):
-                await anyio.sleep(0.05)
-                chats = (
-                    await client.get(f"/channels/{channel_id}/chats", headers=admin.headers)
-                ).json()["chats"]
-                if chats:
-                    messages = (
-                        await client.get(f"/chats/{chats[0]['id']}/messages", headers=admin.headers)
-                    ).json()["messages"]
         assert [(m["sender_type"], m["content"]) for m in reversed(messages)] == [
             ("CONTACT", "Do you ship to Lisbon?"),
             ("AGENT", "echo: Do you ship to Lisbon?"),

@@ -36,6 +36,7 @@ from agenthub.pingpong import create_pingpong_app, pong_text
 from agenthub.security import new_webhook_secret
 from tests.conftest import Caller
 from tests.fake_platform import standard_webhook_headers
+from tests.platform_helpers import post_api_message_and_wait_for_the_agent
 
 pytestmark = pytest.mark.anyio
 
@@ -356,23 +357,9 @@ async def test_full_loop_hub_to_pingpong_and_back(
             "message_id": "web-1",
             "content": "ping 1",
         }
-        response = await client.post(
-            f"/webhooks/api/{channel_id}",
-            **signed(channel_secret, inbound, f"msg_{uuid.uuid4().hex}"),
+        messages = await post_api_message_and_wait_for_the_agent(
+            client, admin, channel_id, channel_secret, inbound
         )
-        assert response.status_code == 200, response.text
-
-        messages: list[dict[str, Any]] = []
-        with anyio.fail_after(15):
-            while not any(m["sender_type"] == "AGENT" for m in messages):
-                await anyio.sleep(0.05)
-                chats = (
-                    await client.get(f"/channels/{channel_id}/chats", headers=admin.headers)
-                ).json()["chats"]
-                if chats:
-                    messages = (
-                        await client.get(f"/chats/{chats[0]['id']}/messages", headers=admin.headers)
-                    ).json()["messages"]
     assert [(m["sender_type"], m["content"]) for m in reversed(messages)] == [
         ("CONTACT", "ping 1"),
         ("AGENT", "pong: ping 1"),
