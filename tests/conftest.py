@@ -58,7 +58,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     terminalreporter.section("10 slowest tests (setup + call + teardown)")
     for nodeid, seconds in slowest:
-        terminalreporter.write_line(f"{seconds:7.2f}s  {nodeid.split('@')[0]}")
+        terminalreporter.write_line(f"{seconds:7.2f}s  {nodeid}")
     terminalreporter.write_line("The budget for the whole suite is in docs/testing.md.")
 
 

@@ -1,8 +1,9 @@
 """A loopback fake of a platform's HTTP API (or of any webhook receiver), for tests.
 
-`FakePlatform` is a small Starlette app served by uvicorn on 127.0.0.1 (port chosen by the OS)
-in a background thread, so it answers even while the test's event loop is busy. It records every
-request and answers from, in order of precedence:
+`FakePlatform` is served by uvicorn on 127.0.0.1 (port chosen by the OS) in a background thread,
+so it answers even while the test's event loop is busy; the servers are pooled across tests
+(`_LoopbackServer`), a fake only attaches to one. It records every request and answers from, in
+order of precedence:
 
 1. scripted one-shot replies (`script(...)`), consumed one per matching request;
 2. routes (`route(method, path_regex, handler)`), a handler building a `Reply` per request;

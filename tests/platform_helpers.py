@@ -70,6 +70,20 @@ async def send_user_message(
     return dict(answer.json())
 
 
+async def post_api_message(
+    client: httpx2.AsyncClient, channel_id: str, channel_secret: str, inbound: dict[str, Any]
+) -> None:
+    """POST `inbound` to an `api` channel's webhook, signed with its secret; expect 200."""
+    body = json.dumps(inbound)
+    headers = standard_webhook_headers(channel_secret, body, f"msg_{uuid.uuid4().hex}")
+    response = await client.post(
+        f"/webhooks/api/{channel_id}",
+        content=body.encode(),
+        headers={"content-type": "application/json", **headers},
+    )
+    assert response.status_code == 200, response.text
+
+
 async def post_api_message_and_wait_for_the_agent(
     client: httpx2.AsyncClient,
     admin: Caller,
@@ -80,14 +94,7 @@ async def post_api_message_and_wait_for_the_agent(
 ) -> list[dict[str, Any]]:
     """POST `inbound` to an `api` channel, signed with its secret, then poll until the chat
     holds an AGENT message; returns the chat's messages, newest first."""
-    body = json.dumps(inbound)
-    headers = standard_webhook_headers(channel_secret, body, f"msg_{uuid.uuid4().hex}")
-    response = await client.post(
-        f"/webhooks/api/{channel_id}",
-        content=body.encode(),
-        headers={"content-type": "application/json", **headers},
-    )
-    assert response.status_code == 200, response.text
+    await post_api_message(client, channel_id, channel_secret, inbound)
     messages: list[dict[str, Any]] = []
     with anyio.fail_after(timeout):
         while not any(m["sender_type"] == "AGENT" for m in messages):

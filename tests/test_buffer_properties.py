@@ -213,7 +213,9 @@ class Simulation:
         }
         async with self.hub.db.transaction() as session:
             await create_due_deliveries(session, now)
-            claims = await claim_due_attempts(session, now)
+            claims = await claim_due_attempts(
+                session, now, lease_margin=self.hub.settings.delivery_lease_margin
+            )
         new = await self._new_deliveries(now)
         for delivery in new:
             key = (delivery.chat_id, delivery.agent_id)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ from agenthub.platforms.base import InboundMessage
 from agenthub.webhooks.service import Arrival, store_contact_messages
 from tests.conftest import Caller
 from tests.factories import make_agent, make_channel
-from tests.fake_platform import standard_webhook_headers
+from tests.platform_helpers import post_api_message
 from tests.procs import scratch_database
 
 pytestmark = pytest.mark.anyio
@@ -53,18 +52,8 @@ async def new_api_channel(client: httpx2.AsyncClient, admin: Caller, **fields: A
 
 
 async def first_contact(client: httpx2.AsyncClient, channel: Json, contact: str) -> None:
-    body = json.dumps(
-        {"contact_id": contact, "message_id": f"{contact}-1", "content": "hello"}
-    ).encode()
-    answer = await client.post(
-        f"/webhooks/api/{channel['id']}",
-        content=body,
-        headers={
-            "content-type": "application/json",
-            **standard_webhook_headers(channel["secret"], body),
-        },
-    )
-    assert answer.status_code == 200, answer.text
+    inbound = {"contact_id": contact, "message_id": f"{contact}-1", "content": "hello"}
+    await post_api_message(client, channel["id"], channel["secret"], inbound)
 
 
 async def linked_agents(

@@ -14,7 +14,7 @@ from agenthub.errors import install_error_handlers
 from agenthub.health import router as health_router
 from agenthub.hub import Hub
 from agenthub.limits import BodySizeLimitMiddleware
-from agenthub.logs import redact_tokens_in_access_log
+from agenthub.logs import install_redaction
 from agenthub.settings import Settings, get_settings
 
 
@@ -23,12 +23,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redact_tokens_in_access_log()
+        # Also when the app is hosted another way than `agenthub serve` (uvicorn's CLI).
+        install_redaction()
         hub = Hub.from_settings(settings)
         app.state.hub = hub
         await start_runtime(hub)
-        if settings.freeze_memory_after_startup:
-            hub.settle_memory()
+        hub.settle_memory()
         try:
             yield
         finally:

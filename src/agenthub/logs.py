@@ -150,12 +150,6 @@ def _all_handlers() -> list[logging.Handler]:
     return handlers
 
 
-def redact_tokens_in_access_log() -> None:
-    """Called at the app's startup, so that hosting the app some other way than `agenthub
-    serve` (e.g. `uvicorn agenthub.app:create_app --factory`) still redacts."""
-    install_redaction()
-
-
 def quiet_loggers(level: str) -> dict[str, str]:
     """Loggers held at WARNING unless `level` is DEBUG: httpx2 logs one line per request (a
     send per message is noise, and Bot API URLs carry the bot token), and Celery beat one line

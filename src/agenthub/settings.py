@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     # (`Hub.settle_memory`). Off in the test suite, which starts hundreds of hubs in one process
     # and would pay a full collection for each.
     freeze_memory_after_startup: bool = True
+
+    @property
+    def delivery_lease_margin(self) -> timedelta:
+        return timedelta(seconds=self.delivery_lease_margin_seconds)
 
     @property
     def is_sqlite(self) -> bool:

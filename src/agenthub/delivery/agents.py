@@ -196,9 +196,9 @@ _CLAIM = (
 async def claim_due_attempts(
     session: AsyncSession,
     now: datetime,
-    limit: int = 50,
     *,
-    lease_margin: timedelta = timedelta(seconds=30),
+    lease_margin: timedelta,
+    limit: int = 50,
 ) -> list[ClaimedAttempt]:
     """Lease due deliveries for one attempt each (for the agent's timeout + `lease_margin`);
     a crashed attempt's lease simply expires."""

@@ -8,7 +8,7 @@ Core statements."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,8 +37,9 @@ async def run_due_work(hub: Hub, now: datetime, *, wait: bool = False) -> dateti
     they do not: the calls are over when this returns."""
     async with hub.db.transaction() as session:
         await create_due_deliveries(session, now)
-        margin = timedelta(seconds=hub.settings.delivery_lease_margin_seconds)
-        claims = await claim_due_attempts(session, now, lease_margin=margin)
+        claims = await claim_due_attempts(
+            session, now, lease_margin=hub.settings.delivery_lease_margin
+        )
         attempts = await prepare_attempts(session, hub, claims)
         sends = await claim_due_sends(session, now)
         next_due = await next_work_time(
