@@ -3,7 +3,7 @@
 from agenthub.models.agent import Agent
 from agenthub.models.base import Base, utcnow
 from agenthub.models.channel import Channel, ChannelDefaultAgent, Platform
-from agenthub.models.chat import Chat, ChatAgentLink
+from agenthub.models.chat import Chat, ChatAgentLink, HandledBy, NeedsHumanReason
 from agenthub.models.delivery import (
     AgentDelivery,
     AgentDeliveryStatus,
@@ -12,24 +12,40 @@ from agenthub.models.delivery import (
     OutboundStatus,
 )
 from agenthub.models.message import DeliveryRank, DeliveryStatus, Message, SenderType
+from agenthub.models.operator import (
+    ActorType,
+    CannedResponse,
+    ChatEvent,
+    ChatEventKind,
+    ChatRead,
+    Note,
+)
 from agenthub.models.token import ApiToken
 from agenthub.models.user import ChannelMember, Role, User
 
 __all__ = [
+    "ActorType",
     "Agent",
     "AgentDelivery",
     "AgentDeliveryStatus",
     "ApiToken",
     "Base",
+    "CannedResponse",
     "Channel",
     "ChannelDefaultAgent",
     "ChannelMember",
     "Chat",
     "ChatAgentLink",
+    "ChatEvent",
+    "ChatEventKind",
+    "ChatRead",
     "DeliveryAttempt",
     "DeliveryRank",
     "DeliveryStatus",
+    "HandledBy",
     "Message",
+    "NeedsHumanReason",
+    "Note",
     "OutboundSend",
     "OutboundStatus",
     "Platform",

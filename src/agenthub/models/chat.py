@@ -1,12 +1,38 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agenthub.ids import new_id
 from agenthub.models.base import Base, utcnow
+
+
+class HandledBy(StrEnum):
+    """Who answers the contact now, decided in this order (`chats/handling.py`)."""
+
+    WAITING = "waiting"  # needs_human: nobody has picked it up
+    AGENT = "agent"  # an active agent has an active link
+    HUMAN = "human"  # assigned to a user
+    NONE = "none"
+
+
+class NeedsHumanReason(StrEnum):
+    AGENT_HANDOFF = "agent_handoff"
+    DELIVERY_FAILED = "delivery_failed"
+    AGENT_UNAVAILABLE = "agent_unavailable"
+    SEND_FAILED = "send_failed"
 
 
 class Chat(Base):
@@ -16,6 +42,13 @@ class Chat(Base):
     __table_args__ = (
         UniqueConstraint("channel_id", "external_id"),
         Index("ix_chats_channel_activity", "channel_id", "last_message_ts"),
+        # The inbox: every view is one of these index ranges, newest activity first.
+        Index("ix_chats_inbox_activity", "activity_at", "id"),
+        Index("ix_chats_inbox_channel", "channel_id", "activity_at", "id"),
+        Index("ix_chats_inbox_handled_by", "handled_by", "activity_at", "id"),
+        Index("ix_chats_inbox_assigned", "assigned_user_id", "activity_at", "id"),
+        # The counts: one pass over this index, never over the table.
+        Index("ix_chats_inbox_counts", "channel_id", "handled_by", "assigned_user_id"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True, default=lambda: new_id("cht"))
@@ -23,14 +56,26 @@ class Chat(Base):
     external_id: Mapped[str] = mapped_column(String(255))
     name: Mapped[str | None] = mapped_column(String(255))
     assigned_user_id: Mapped[str | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), index=True
+        ForeignKey("users.id", ondelete="SET NULL")
     )
     last_message: Mapped[str | None] = mapped_column(Text)
     last_message_ts: Mapped[datetime | None]
     last_sender_type: Mapped[str | None] = mapped_column(String(16))
     needs_human: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Highest message sequence number handed out in this chat (orders messages exactly).
+    needs_human_reason: Mapped[str | None] = mapped_column(String(32))
+    needs_human_since: Mapped[datetime | None]
+    # Stored, not computed per read: the inbox filters and counts by it through an index.
+    # Every change to its inputs calls `chats.handling.refresh_handled_by`.
+    handled_by: Mapped[str] = mapped_column(
+        String(16), default=HandledBy.NONE, server_default=HandledBy.NONE
+    )
+    # Highest position handed out in this chat. Messages, notes and timeline events share
+    # the sequence, so it orders the timeline exactly (message seqs may have gaps).
     message_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # How many CONTACT messages the chat has: unread = this − the reader's count at its mark.
+    contact_message_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The inbox's order: the last message's time, or the creation time before any message.
+    activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -51,6 +96,10 @@ class ChatAgentLink(Base):
     chat_id: Mapped[str] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"))
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Paused by an operator's takeover: the handback resumes exactly these links.
+    paused_by_takeover: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Highest chat message seq already handed to a delivery for this agent.
     delivered_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -15,6 +15,9 @@ class AgentDeliveryStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Dropped before its next attempt because the agent's link was paused (an operator took
+    # over): its messages were answered by a person, and stay in the agent's history.
+    CANCELLED = "cancelled"
 
 
 class AgentDelivery(Base):
