@@ -354,7 +354,7 @@ def _status(status: dict[str, Any]) -> StatusUpdate | None:
         error = compact(
             {
                 "status": value,
-                "code": first.get("code") if isinstance(first.get("code"), int | str) else None,
+                "code": _error_code(first.get("code")),
                 "detail": text(first.get("message"))
                 or text(first.get("reason"))
                 or text(first.get("error"))
@@ -362,6 +362,13 @@ def _status(status: dict[str, Any]) -> StatusUpdate | None:
             }
         )
     return StatusUpdate(message_id, mapped, error)
+
+
+def _error_code(code: Any) -> int | str | None:
+    """A platform error code as given (a number, or cleaned text: it is stored)."""
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    return text(code, 64)
 
 
 def _whapi_error(response: httpx2.Response, answer: dict[str, Any]) -> SendError:
