@@ -6,6 +6,7 @@ it here so each test states exactly the world it starts from.
 
 from __future__ import annotations
 
+from agenthub.chats.handling import refresh_handled_by
 from agenthub.chats.service import add_message
 from agenthub.hub import Hub
 from agenthub.models import Agent, ApiToken, Channel, Chat, ChatAgentLink, Platform, SenderType
@@ -79,4 +80,5 @@ async def make_chat(
                 external_id=f"{chat.id}-ext-{n}",
             )
         session.add_all(ChatAgentLink(chat_id=chat.id, agent_id=a.id, active=True) for a in agents)
+        await refresh_handled_by(session, [chat])
     return chat

@@ -10,7 +10,11 @@ Every operation is fuzzed on both databases, in three rounds:
 Hypothesis picks new examples on every run; a failure prints the request as `curl` and the seed
 (`pytest --hypothesis-seed=N` replays it).
 
-Errors must also be JSON with a `detail`. Schemathesis runs the app in-process over
+Every answer must also be documented: its status declared for the operation in the OpenAPI
+document, and its body valid against the schema declared for that status (schemathesis'
+`status_code_conformance` and `response_schema_conformance`), so an endpoint that answers an
+undeclared error, or a body its model does not describe, fails here. Errors must also be JSON
+with a `detail`. Schemathesis runs the app in-process over
 ASGI and owns its lifespan (on its own event-loop thread), so the world is written beforehand
 through a separate `Hub` on a loop of ours, and wiped afterwards the same way.
 """
@@ -32,6 +36,10 @@ from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.python import asgi as schemathesis_asgi
+from schemathesis.specs.openapi.checks import (
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy import select
 
 from agenthub.app import create_app
@@ -142,6 +150,9 @@ def api_schema(settings: Settings, world: World) -> Any:
     return _SCHEMAS[id(app)]
 
 
+CONFORMANCE = [status_code_conformance, response_schema_conformance]
+
+
 def _check(case: Any, response: Any) -> None:
     request = f"{case.method} {case.formatted_path} query={case.query!r} body={case.body!r}"
     assert response.status_code < 500, f"{request} -> {response.status_code}: {response.text[:500]}"
@@ -151,6 +162,8 @@ def _check(case: Any, response: Any) -> None:
         except ValueError:
             pytest.fail(f"{request} -> {response.status_code} is not JSON: {response.text[:200]}")
         assert isinstance(body, dict) and "detail" in body, f"{request} -> {body!r}"
+    # The status is one the operation declares, and the body matches that status's schema.
+    case.validate_response(response, checks=CONFORMANCE)
 
 
 def _run(

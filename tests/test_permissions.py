@@ -3,8 +3,9 @@
 The rules: a missing, invalid, expired or revoked token, or a deactivated user
 or agent → 401; a valid token without the right → 403; an object outside the caller's reach → 404.
 Admins may do everything. Members see only the channels an admin granted them (with their chats,
-messages and agent links) and manage only themselves. Agents see only chats they have an active
-link to (read the chat, read and post messages, read its agent links); everything else is 403.
+messages and agent links) and manage only themselves; every user reads the canned responses, only
+admins write them. Agents see only chats they have an active link to (read the chat, read and
+post messages, read its agent links); everything else is 403.
 Inbound webhooks ignore bearer tokens: without the platform's signature they are 403 for anyone.
 
 `MATRIX` lists every (method, path) of the OpenAPI schema; `test_matrix_covers_every_endpoint`
@@ -27,7 +28,7 @@ from sqlalchemy import select, update
 
 from agenthub.app import create_app
 from agenthub.hub import Hub
-from agenthub.models import ApiToken, ChatAgentLink, Platform, Role, utcnow
+from agenthub.models import ApiToken, CannedResponse, ChatAgentLink, Platform, Role, utcnow
 from agenthub.security import hash_token
 from agenthub.settings import Settings
 from tests.conftest import Caller
@@ -42,6 +43,7 @@ UNAUTHENTICATED = {
     ("GET", "/readyz"),
     ("POST", "/auth/signup"),
     ("POST", "/auth/login"),
+    ("POST", "/auth/session"),
 }
 
 # Callers whose answers the table spells out, in column order.
@@ -95,8 +97,10 @@ NEW_USER = {"username": "newcomer", "password": "a-long-password", "role": "MEMB
 NEW_AGENT = {"name": "new-bot", "webhook_url": "https://93.184.216.34/agent"}
 NEW_CHANNEL = {"name": "web", "platform": "api"}
 INBOUND = {"contact_id": "+15550009999", "message_id": "ext-1", "content": "hello"}
+NEW_CANNED = {"shortcut": "new-answer", "content": "A new ready answer"}
 
-# Path ids default to the world's channel, chat, "other" member, "spare" agent and its token.
+# Path ids default to the world's channel, chat, "other" member, "spare" agent and its token,
+# and its canned response.
 # Order matters: each caller walks the rows top to bottom on one world, so rows that destroy
 # something come after every row that needs it, and logout (which revokes the caller's own
 # token) comes last. Columns: admin, member_with_access, member_without_access, agent_linked,
@@ -131,6 +135,12 @@ MATRIX: tuple[Row, ...] = (
     row("POST /auth/agents/{agent_id}/tokens",              201, 403, 403, 403, 403,
         body={"name": "ci"}),
     row("GET /auth/agents/{agent_id}/tokens",               200, 403, 403, 403, 403),
+    # -- canned responses: users read, admins write --------------------------------------
+    row("GET /canned-responses",                            200, 200, 200, 403, 403),
+    row("POST /canned-responses",                           201, 403, 403, 403, 403,
+        body=NEW_CANNED),
+    row("PATCH /canned-responses/{canned_response_id}",     200, 403, 403, 403, 403,
+        body={"content": "Changed answer"}),
     # -- channels ------------------------------------------------------------------------
     row("GET /channels",                                    200, 200, 200, 403, 403),
     row("POST /channels",                                   201, 403, 403, 403, 403,
@@ -170,6 +180,7 @@ MATRIX: tuple[Row, ...] = (
     row("DELETE /channels/{channel_id}/members/{user_id}",  204, 403, 403, 403, 403),
     row("DELETE /auth/agents/{agent_id}/tokens/{token_id}", 204, 403, 403, 403, 403),
     row("DELETE /auth/agents/{agent_id}",                   204, 403, 403, 403, 403),
+    row("DELETE /canned-responses/{canned_response_id}",    204, 403, 403, 403, 403),
     row("DELETE /auth/users/{user_id}",                     204, 403, 403, 403, 403),
     row("DELETE /chats/{chat_id}",                          204, 403, 403, 403, 403),
     row("DELETE /channels/{channel_id}",                    204, 403, 403, 403, 403),
@@ -217,6 +228,11 @@ async def build_world(client: httpx2.AsyncClient, hub: Hub, admin: Caller, make_
 
     spare = await agent_caller(hub)  # the agent the matrix manages (so no caller loses its token)
     other: Caller = await make_user(Role.MEMBER)  # the user the matrix manages
+    async with hub.db.transaction() as session:
+        canned = CannedResponse(shortcut="greet", content="Hello! How can I help?")
+        session.add(canned)
+        await session.flush()
+        canned_response_id = canned.id
 
     # The locked-out users are admins granted everything, so only authentication can stop them.
     revoked: Caller = await make_user(Role.ADMIN)
@@ -241,6 +257,7 @@ async def build_world(client: httpx2.AsyncClient, hub: Hub, admin: Caller, make_
             "user_id": other.id,
             "agent_id": spare.id,
             "token_id": spare.token_id,
+            "canned_response_id": canned_response_id,
         },
         callers={
             "anonymous": None,
@@ -336,6 +353,7 @@ async def snapshot(client: httpx2.AsyncClient, world: World, admin: Caller) -> d
         "/auth/users/{user_id}",
         "/auth/agents",
         "/auth/agents/{agent_id}/tokens",
+        "/canned-responses",
     )
     seen: dict[str, Any] = {}
     for path in paths:

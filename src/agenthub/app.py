@@ -15,6 +15,7 @@ from agenthub.health import router as health_router
 from agenthub.hub import Hub
 from agenthub.limits import BodySizeLimitMiddleware
 from agenthub.logs import install_redaction
+from agenthub.openapi_errors import declare_error_responses
 from agenthub.settings import Settings, get_settings
 
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
     _include_routers(app)
+    declare_error_responses(app)
     describe_callbacks(app)
     return app
 
@@ -59,6 +61,7 @@ async def start_runtime(hub: Hub) -> None:
     from agenthub.runtime.jobs import InProcessJobRunner
 
     await hub.events.start()
+    await hub.presence.start()
     await release_leases(hub)
     hub.jobs = InProcessJobRunner(
         lambda now: run_due_work(hub, now), sweep_seconds=hub.settings.job_sweep_seconds
@@ -68,13 +71,20 @@ async def start_runtime(hub: Hub) -> None:
 
 async def _use_redis_runtime(hub: Hub, *, worker: bool) -> None:
     from agenthub.runtime.celery_jobs import CeleryJobRunner, WorkerJobRunner, create_celery
+    from agenthub.runtime.presence import RedisPresence
     from agenthub.runtime.redis_events import RedisStreamEventBus
 
     settings = hub.settings
     assert settings.redis_url
-    hub.events = RedisStreamEventBus(settings.redis_url, buffer_size=settings.events_buffer_size)
+    bus = RedisStreamEventBus(settings.redis_url, buffer_size=settings.events_buffer_size)
+    hub.events = bus
     if not worker:  # workers only publish; serve processes also read for their WebSockets
         await hub.events.start()
+        # Shared by every serve process, each sweeping lapsed entries (workers have no sockets).
+        hub.presence = RedisPresence(
+            bus, settings.presence_viewing_seconds, settings.presence_typing_seconds
+        )
+        await hub.presence.start()
     celery = create_celery(settings)
     hub.jobs = WorkerJobRunner(celery, settings) if worker else CeleryJobRunner(celery, settings)
     await hub.jobs.start()
@@ -90,8 +100,10 @@ async def build_production_hub(settings: Settings, *, worker: bool) -> Hub:
 def _include_routers(app: FastAPI) -> None:
     from agenthub.agents.router import router as agents_router
     from agenthub.auth.router import router as auth_router
+    from agenthub.canned.router import router as canned_router
     from agenthub.channels.router import router as channels_router
     from agenthub.chats.router import router as chats_router
+    from agenthub.operators.router import router as operators_router
     from agenthub.realtime.router import router as realtime_router
     from agenthub.webhooks.router import router as webhooks_router
 
@@ -100,6 +112,8 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(agents_router)
+    app.include_router(canned_router)
     app.include_router(channels_router)
     app.include_router(chats_router)
+    app.include_router(operators_router)
     app.include_router(realtime_router)

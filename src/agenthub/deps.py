@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +17,7 @@ from agenthub.errors import Forbidden, Unauthorized
 from agenthub.hub import Hub
 from agenthub.models import Agent, ApiToken, User, utcnow
 from agenthub.security import hash_token
+from agenthub.sessions import SAFE_METHODS, SESSION_COOKIE, public_origin, same_origin
 from agenthub.uow import commit, rollback
 
 # Writing `last_used_at` on every request would turn each read into a write; a minute is enough.
@@ -59,15 +60,24 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(
     auto_error=False, description="A user token from /auth/login or an agent token"
 )
+_session_cookie = APIKeyCookie(
+    name=SESSION_COOKIE,
+    scheme_name="SessionCookie",
+    auto_error=False,
+    description="The browser session from POST /auth/session (used when there is no bearer "
+    "token). Requests other than GET, HEAD and OPTIONS made with it need an `Origin` header "
+    "equal to the origin of the hub's public URL (else 403).",
+)
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Whoever holds the bearer token: a user or an agent."""
+    """Whoever holds the bearer token (or the session cookie): a user or an agent."""
 
     token: ApiToken
     user: User | None = None
     agent: Agent | None = None
+    from_cookie: bool = False  # authenticated by the `agenthub_session` cookie
 
     @property
     def is_admin(self) -> bool:
@@ -121,13 +131,27 @@ async def _load_owner(session: AsyncSession, token: ApiToken) -> Principal:
 
 
 async def get_principal(
+    request: Request,
     hub: HubDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_session_cookie)],
 ) -> Principal:
-    if credentials is None:
+    """The bearer token when there is one; else the session cookie, whose state-changing
+    requests must come from the public URL's origin (`sessions.py`)."""
+    if credentials is not None:
+        return await authenticate(hub, session, credentials.credentials)
+    if not cookie:
         raise Unauthorized("Missing bearer token")
-    return await authenticate(hub, session, credentials.credentials)
+    principal = await authenticate(hub, session, cookie)
+    if principal.user is None:  # the cookie only ever holds a user's token
+        raise Unauthorized("Invalid or revoked token")
+    if request.method not in SAFE_METHODS and not same_origin(request, hub.settings):
+        raise Forbidden(
+            "A request authenticated by the session cookie needs an Origin header equal to "
+            f"this hub's public origin ({public_origin(hub.settings)}, from AGENTHUB_PUBLIC_URL)"
+        )
+    return replace(principal, from_cookie=True)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

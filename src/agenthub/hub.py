@@ -18,10 +18,12 @@ from agenthub.db import Database
 from agenthub.models import utcnow
 from agenthub.runtime.events import EventBus, InProcessEventBus
 from agenthub.runtime.jobs import JobRunner
+from agenthub.runtime.presence import InProcessPresence, Presence
 from agenthub.security import SecretBox
 from agenthub.settings import Settings
 
 if TYPE_CHECKING:
+    from agenthub.auth.throttle import LoginThrottle
     from agenthub.webhooks.intake import WebhookIntake
 
 T = TypeVar("T")
@@ -54,12 +56,16 @@ class Hub:
     secrets: SecretBox
     http: httpx2.AsyncClient
     events: EventBus
+    # Who views / types in which chat (WebSocket presence); replaced with Redis's in
+    # production mode, like `events`.
+    presence: Presence
     jobs: JobRunner = field(default_factory=_NoJobs)
     clock: Callable[[], datetime] = utcnow
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Hub:
+        events = InProcessEventBus(settings.events_buffer_size)
         return cls(
             settings=settings,
             db=Database(settings.database_url, settings.db_pool_size),
@@ -71,7 +77,10 @@ class Hub:
                 follow_redirects=False,
                 limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
             ),
-            events=InProcessEventBus(settings.events_buffer_size),
+            events=events,
+            presence=InProcessPresence(
+                events, settings.presence_viewing_seconds, settings.presence_typing_seconds
+            ),
         )
 
     def settle_memory(self) -> None:
@@ -99,12 +108,22 @@ class Hub:
 
         return WebhookIntake(self)
 
+    @cached_property
+    def login_throttle(self) -> LoginThrottle:
+        """The failed-login counters (`auth/throttle.py`), in memory or in Redis."""
+        from agenthub.auth.throttle import LoginThrottle
+
+        return LoginThrottle(self.settings)
+
     async def close(self) -> None:
         await self.jobs.stop()
+        if "login_throttle" in self.__dict__:  # built on first use only
+            await self.login_throttle.close()
         if self.tasks:
             _, pending = await asyncio.wait(self.tasks, timeout=5)
             for task in pending:
                 task.cancel()
+        await self.presence.stop()  # announces its sockets' departure: before the bus stops
         await self.events.stop()
         await self.http.aclose()
         await self.db.dispose()

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     user_token_ttl_hours: int = Field(default=24 * 7, ge=1)
+    # Login protection (`auth/throttle.py`): this many failed logins for one username, or from
+    # one client address, within the window, and further attempts get 429 until it has passed.
+    login_max_failures_per_username: int = Field(default=10, ge=1)
+    login_max_failures_per_address: int = Field(default=30, ge=1)
+    login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     db_pool_size: int = Field(default=10, ge=1)
     # Agent deliveries: attempts in all, and the first retry delay (then x3 per attempt).
@@ -51,6 +56,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=2, ge=1)
     # Events kept for WebSocket replay (`last_event_id`).
     events_buffer_size: int = Field(default=1000, ge=10)
+    # WebSocket presence: how long a `viewing` / `typing` signal counts (runtime/presence.py).
+    presence_viewing_seconds: float = Field(default=30, gt=0)
+    presence_typing_seconds: float = Field(default=6, gt=0)
     # The Graph API version WhatsApp Cloud channels call (`/{version}/{phone_number_id}/…`).
     whatsapp_graph_version: str = Field(default="v21.0", pattern=r"^v\d+\.\d+$")
     # After startup, move the long-lived objects out of the garbage collector's reach

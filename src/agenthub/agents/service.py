@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.agents.schemas import AgentCreate, AgentUpdate, TokenCreate
+from agenthub.chats.handling import refresh_handled_by
 from agenthub.errors import NotFound
 from agenthub.hub import Hub
 from agenthub.models import Agent, ApiToken, Chat, ChatAgentLink, utcnow
@@ -71,10 +73,17 @@ async def update_agent(session: AsyncSession, hub: Hub, agent: Agent, data: Agen
         )
     if changes.get("is_active") is True and not agent.is_active:
         await _resume_from_now(session, agent)
+    activation_changes = "is_active" in changes and changes["is_active"] != agent.is_active
     for field, value in changes.items():
         setattr(agent, field, value)
     await session.flush()
+    if activation_changes:
+        await refresh_handled_by(session, _chats_of(agent.id))
     return agent
+
+
+def _chats_of(agent_id: str) -> Select[Any]:
+    return select(ChatAgentLink.chat_id).where(ChatAgentLink.agent_id == agent_id)
 
 
 async def _resume_from_now(session: AsyncSession, agent: Agent) -> None:
@@ -95,8 +104,10 @@ async def _resume_from_now(session: AsyncSession, agent: Agent) -> None:
 
 
 async def delete_agent(session: AsyncSession, agent: Agent) -> None:
+    chat_ids = list(await session.scalars(_chats_of(agent.id)))
     await session.delete(agent)
     await session.flush()
+    await refresh_handled_by(session, select(Chat.id).where(Chat.id.in_(chat_ids)))
 
 
 async def create_token(

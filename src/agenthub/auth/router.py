@@ -1,15 +1,39 @@
-"""`/auth`: signup of the first admin, login/logout, and user management."""
+"""`/auth`: signup of the first admin, login/logout (bearer token or browser session), and
+user management."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.auth import service
-from agenthub.auth.schemas import LoginIn, LoginOut, SignupIn, UserCreate, UserOut, UserUpdate
+from agenthub.auth.schemas import (
+    LoginIn,
+    LoginOut,
+    SessionOut,
+    SignupIn,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+)
 from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
+from agenthub.errors import DomainError, Forbidden, InvalidInput, Unauthorized
+from agenthub.hub import Hub
+from agenthub.models import ApiToken, User
+from agenthub.openapi_errors import error_responses
+from agenthub.sessions import (
+    SESSION_COOKIE,
+    cookie_is_secure,
+    cookie_max_age,
+    public_origin,
+    same_origin,
+)
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -27,7 +51,12 @@ SetupTokenHeader = Annotated[
 ]
 
 
-@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "/signup",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=error_responses(403, 409),
+)
 async def signup(
     data: SignupIn, session: SessionDep, hub: HubDep, setup_token: SetupTokenHeader = None
 ) -> object:
@@ -37,23 +66,146 @@ async def signup(
     return await service.signup_first_admin(session, data)
 
 
-@router.post("/login", response_model=LoginOut)
-async def login(data: LoginIn, session: SessionDep, hub: HubDep) -> LoginOut:
-    """Exchange a username and password for a bearer token."""
-    raw, token, user = await service.login(
-        session, data.username, data.password, hub.settings.user_token_ttl_hours
-    )
+async def _log_in(
+    request: Request, data: LoginIn, session: AsyncSession, hub: Hub, *, kind: str
+) -> tuple[str, ApiToken, User]:
+    """`service.login` behind the failed-login counters (`auth/throttle.py`), which
+    `/auth/login` and `/auth/session` share: 429 once either is full."""
+    throttle = hub.login_throttle
+    # The socket peer; proxy headers are not trusted (see auth/throttle.py).
+    address = request.client.host if request.client else None
+    await throttle.check(data.username, address)
+    try:
+        result = await service.login(
+            session,
+            data.username,
+            data.password,
+            hub.settings.user_token_ttl_hours,
+            kind=kind,
+        )
+    except Unauthorized:
+        await throttle.failed(data.username, address)
+        raise
+    await throttle.succeeded(data.username, address)
+    return result
+
+
+@router.post("/login", response_model=LoginOut, responses=error_responses(401, 429))
+async def login(data: LoginIn, request: Request, session: SessionDep, hub: HubDep) -> LoginOut:
+    """Exchange a username and password for a bearer token. After too many failed logins for
+    the username or from the client's address, 429 with `Retry-After` (seconds)."""
+    raw, token, user = await _log_in(request, data, session, hub, kind="login")
     assert token.expires_at is not None
     return LoginOut(
         access_token=raw, expires_at=token.expires_at, user=UserOut.model_validate(user)
     )
 
 
+class UnsupportedMediaType(DomainError):
+    status_code = 415
+
+    def default_detail(self) -> str:
+        return "Send application/json or application/x-www-form-urlencoded"
+
+
+_FORM = "application/x-www-form-urlencoded"
+_LOGIN_BODY = {"schema": {"$ref": "#/components/schemas/LoginIn"}}
+
+
+async def _login_input(request: Request) -> LoginIn:
+    """`{username, password}` as JSON or as a urlencoded form (an HTML form's POST). Parsed
+    here rather than with `Form()`, which needs python-multipart, for a form of two fields."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    raw: Any
+    if media_type == _FORM:
+        try:
+            pairs = parse_qsl(
+                body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=10
+            )
+        except ValueError:  # not UTF-8 (percent-encoded or not), or too many fields
+            raise InvalidInput(
+                [{"type": "value_error", "loc": ["body"], "msg": "Not a valid UTF-8 form"}]
+            ) from None
+        raw = {}
+        for name, value in pairs:
+            if name in raw:
+                raise InvalidInput(
+                    [{"type": "value_error", "loc": ["body", name], "msg": "Given twice"}]
+                )
+            raw[name] = value
+    elif media_type in ("", "application/json") or media_type.endswith("+json"):
+        try:
+            raw = json.loads(body)
+        except (ValueError, RecursionError):
+            raise InvalidInput(
+                [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error"}]
+            ) from None
+    else:
+        raise UnsupportedMediaType
+    try:
+        return LoginIn.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInput.within(("body",), exc) from None
+
+
+@router.post(
+    "/session",
+    response_model=SessionOut,
+    responses=error_responses(401, 403, 415, 422, 429),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": _LOGIN_BODY, _FORM: _LOGIN_BODY},
+        }
+    },
+)
+async def create_session(
+    request: Request, response: Response, session: SessionDep, hub: HubDep
+) -> SessionOut:
+    """Sign a browser in: `{username, password}` (JSON or a urlencoded form) → the user, and
+    a new user token in the `agenthub_session` cookie (`HttpOnly`, `SameSite=Strict`, `Secure`
+    with an https public URL), never in the body. Requests with the cookie need no bearer
+    token; those that change something also need the `Origin` header of the hub's public
+    URL. An `Origin` of another site is refused here too (403: no signing a browser in from
+    elsewhere). Failed attempts count with those of `/auth/login` (429, `Retry-After`)."""
+    if "origin" in request.headers and not same_origin(request, hub.settings):
+        raise Forbidden(
+            f"Sign in from this hub's own origin ({public_origin(hub.settings)}, from "
+            "AGENTHUB_PUBLIC_URL)"
+        )
+    data = await _login_input(request)
+    raw, token, user = await _log_in(request, data, session, hub, kind="session")
+    assert token.expires_at is not None
+    response.set_cookie(
+        SESSION_COOKIE,
+        raw,
+        max_age=cookie_max_age(hub.settings),
+        path="/",
+        secure=cookie_is_secure(hub.settings),
+        httponly=True,
+        samesite="strict",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return SessionOut(expires_at=token.expires_at, user=UserOut.model_validate(user))
+
+
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(principal: CurrentPrincipal, session: SessionDep, hub: HubDep) -> None:
-    """Revoke the token this request carries (open WebSockets on it are closed)."""
+async def logout(
+    principal: CurrentPrincipal, session: SessionDep, hub: HubDep, response: Response
+) -> None:
+    """Revoke the token this request carries (open WebSockets on it are closed); when that
+    was the session cookie's, also clear the cookie."""
     await service.logout(session, principal)
     publish_after_commit(session, hub, access_changed(principal.id))
+    if principal.from_cookie:
+        response.delete_cookie(
+            SESSION_COOKIE,
+            path="/",
+            secure=cookie_is_secure(hub.settings),
+            httponly=True,
+            samesite="strict",
+        )
 
 
 @router.get("/me", response_model=UserOut)
@@ -70,7 +222,12 @@ async def list_users(
     return await service.list_users(session, limit, offset)
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=error_responses(409),
+)
 async def create_user(data: UserCreate, _: AdminUser, session: SessionDep) -> object:
     """Create a user with a role (admin)."""
     return await service.create_user(session, data)
@@ -83,7 +240,7 @@ async def get_user(user_id: str, caller: CurrentUser, session: SessionDep) -> ob
     return await service.get_user(session, user_id)
 
 
-@router.patch("/users/{user_id}", response_model=UserOut)
+@router.patch("/users/{user_id}", response_model=UserOut, responses=error_responses(409))
 async def update_user(
     user_id: str, data: UserUpdate, caller: CurrentUser, session: SessionDep, hub: HubDep
 ) -> object:
@@ -95,7 +252,11 @@ async def update_user(
     return updated
 
 
-@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/users/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(409),
+)
 async def delete_user(user_id: str, _: AdminUser, session: SessionDep, hub: HubDep) -> None:
     """Delete a user and its tokens (admin). The last active admin cannot be deleted."""
     await service.delete_user(session, await service.get_user(session, user_id))

@@ -45,3 +45,10 @@ class LoginOut(Out):
     token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
     expires_at: datetime
     user: UserOut
+
+
+class SessionOut(Out):
+    """`POST /auth/session`: the token itself is only in the cookie."""
+
+    user: UserOut
+    expires_at: datetime

@@ -119,8 +119,10 @@ async def _ensure_another_admin(session: AsyncSession, user: User) -> None:
 
 
 async def login(
-    session: AsyncSession, username: str, password: str, ttl_hours: int
+    session: AsyncSession, username: str, password: str, ttl_hours: int, *, kind: str
 ) -> tuple[str, ApiToken, User]:
+    """A new user token for the right password; an unknown user, a wrong password and a
+    deactivated user all get the same 401, after the same hashing work."""
     user = await session.scalar(select(User).where(User.username == username))
     if user is None:
         await burn_password_time(password)
@@ -131,7 +133,7 @@ async def login(
     token = ApiToken(
         token_hash=hash_token(raw),
         user_id=user.id,
-        name="login",
+        name=kind,  # "login" or "session": which endpoint made it
         expires_at=utcnow() + timedelta(hours=ttl_hours),
     )
     session.add(token)

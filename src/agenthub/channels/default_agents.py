@@ -51,11 +51,12 @@ AGENTS_FOR_NEW_CHATS = (
 INSERT_LINKS = insert(LINKS)
 
 
-def link_default_agents(conn: Connection, now: datetime, chats: Mapping[str, str]) -> None:
+def link_default_agents(conn: Connection, now: datetime, chats: Mapping[str, str]) -> set[str]:
     """Link new chats (chat id → channel id) to their channels' agents for new chats: two
-    statements for any number of chats, none when there are none."""
+    statements for any number of chats, none when there are none. Returns the ids of the
+    chats that got at least one agent."""
     if not chats:
-        return
+        return set()
     agents: dict[str, list[str]] = {}
     for channel_id, agent_id in conn.execute(
         AGENTS_FOR_NEW_CHATS, {"channel_ids": sorted(set(chats.values()))}
@@ -77,6 +78,7 @@ def link_default_agents(conn: Connection, now: datetime, chats: Mapping[str, str
     # an INSERT … SELECT: SQL on both backends has no such random source.
     if links:
         conn.execute(INSERT_LINKS, links)
+    return {str(link["chat_id"]) for link in links}
 
 
 # --- the lists, for the channels API --------------------------------------------------------------
@@ -103,7 +105,7 @@ async def set_list(
 ) -> None:
     """Give the channel a list (duplicates dropped, order kept) or, with None, the hub-wide
     rule. Unknown ids are a 422 located at their place in the request (`loc` + index)."""
-    wanted = None if agent_ids is None else await _known(session, agent_ids, loc)
+    wanted = None if agent_ids is None else await known_agent_ids(session, agent_ids, loc)
     if channel.default_agents_listed:
         await session.execute(
             delete(ChannelDefaultAgent).where(ChannelDefaultAgent.channel_id == channel.id)
@@ -119,7 +121,9 @@ async def set_list(
 _AGENT_ID = re.compile(r"agt_[A-Za-z0-9]{10}")
 
 
-async def _known(session: AsyncSession, agent_ids: Sequence[str], loc: Location) -> list[str]:
+async def known_agent_ids(
+    session: AsyncSession, agent_ids: Sequence[str], loc: Location
+) -> list[str]:
     unique = list(dict.fromkeys(agent_ids))
     # Only well-formed ids reach the query: anything else cannot exist (and PostgreSQL would
     # refuse a NUL character in a parameter instead of finding nothing).

@@ -13,6 +13,7 @@ from agenthub.channels import service
 from agenthub.channels.schemas import ChannelCreate, ChannelCreated, ChannelOut, ChannelUpdate
 from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
+from agenthub.openapi_errors import error_responses
 from agenthub.uow import commit
 
 router = APIRouter(prefix="/channels", tags=["channels"])
@@ -32,7 +33,12 @@ async def list_channels(
     return await service.answers(session, hub, channels)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ChannelCreated)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ChannelCreated,
+    responses=error_responses(409),
+)
 async def create_channel(
     data: ChannelCreate, _: AdminUser, session: SessionDep, hub: HubDep
 ) -> ChannelOut:
@@ -51,7 +57,7 @@ async def get_channel(
     return await service.answer(session, hub, channel)
 
 
-@router.patch("/{channel_id}", response_model=ChannelOut)
+@router.patch("/{channel_id}", response_model=ChannelOut, responses=error_responses(409))
 async def update_channel(
     channel_id: str, data: ChannelUpdate, _: AdminUser, session: SessionDep, hub: HubDep
 ) -> ChannelOut:
@@ -63,7 +69,11 @@ async def update_channel(
     return await service.answer(session, hub, channel)
 
 
-@router.post("/{channel_id}/register-webhook", response_model=ChannelOut)
+@router.post(
+    "/{channel_id}/register-webhook",
+    response_model=ChannelOut,
+    responses=error_responses(400, 502),
+)
 async def register_webhook(
     channel_id: str, _: AdminUser, session: SessionDep, hub: HubDep
 ) -> ChannelOut:
@@ -88,7 +98,10 @@ MediaId = Annotated[str, Path(min_length=1, max_length=512)]
 @router.get(
     "/{channel_id}/media/{media_id}",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file"},
+        **error_responses(400, 502),
+    },
 )
 async def get_media(
     channel_id: str,
@@ -122,7 +135,11 @@ async def list_members(channel_id: str, _: AdminUser, session: SessionDep) -> ob
     return await service.list_members(session, await service.get_channel(session, channel_id))
 
 
-@router.post("/{channel_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/{channel_id}/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(400, 409),
+)
 async def add_member(
     channel_id: str, user_id: str, _: AdminUser, session: SessionDep, hub: HubDep
 ) -> None:

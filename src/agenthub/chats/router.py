@@ -24,6 +24,7 @@ from agenthub.chats.schemas import (
 from agenthub.delivery.events import chat_updated, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
 from agenthub.models import Chat
+from agenthub.openapi_errors import error_responses
 
 router = APIRouter(tags=["chats"])
 
@@ -62,26 +63,31 @@ async def list_chats(
         q=q,
     )
     return ChatPage(
-        chats=[ChatOut.model_validate(chat) for chat in chats],
+        chats=await service.present_chats(session, principal, chats),
         total_count=total,
         has_more=offset + len(chats) < total,
     )
 
 
 @router.get("/chats/{chat_id}", response_model=ChatOut)
-async def get_chat(chat: ReadableChat) -> object:
+async def get_chat(chat: ReadableChat, principal: CurrentPrincipal, session: SessionDep) -> object:
     """One chat (users with access to its channel; agents linked to it)."""
-    return chat
+    return await service.present_chat(session, principal, chat)
 
 
-@router.patch("/chats/{chat_id}", response_model=ChatOut)
+@router.patch("/chats/{chat_id}", response_model=ChatOut, responses=error_responses(409))
 async def update_chat(
-    _: CurrentUser, chat: ReadableChat, data: ChatUpdate, session: SessionDep, hub: HubDep
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    chat: ReadableChat,
+    data: ChatUpdate,
+    session: SessionDep,
+    hub: HubDep,
 ) -> object:
     """Assign the chat to a user (or `null` to unassign), rename it, or clear `needs_human`."""
-    await service.update_chat(session, chat, data)
+    await service.update_chat(session, hub, principal, chat, data)
     publish_after_commit(session, hub, chat_updated(chat))
-    return chat
+    return await service.present_chat(session, principal, chat)
 
 
 @router.delete("/chats/{chat_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -90,7 +96,7 @@ async def delete_chat(_: AdminUser, chat: ReadableChat, session: SessionDep) -> 
     await service.delete_chat(session, chat)
 
 
-@router.get("/chats/{chat_id}/messages", response_model=MessagePage)
+@router.get("/chats/{chat_id}/messages", response_model=MessagePage, responses=error_responses(400))
 async def list_messages(
     chat: ReadableChat,
     session: SessionDep,
@@ -126,13 +132,21 @@ async def list_chat_agents(chat: ReadableChat, session: SessionDep) -> object:
 
 
 @router.post(
-    "/chats/{chat_id}/agents", status_code=status.HTTP_201_CREATED, response_model=ChatAgentOut
+    "/chats/{chat_id}/agents",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ChatAgentOut,
+    responses=error_responses(409),
 )
 async def link_agent(
-    _: CurrentUser, chat: ReadableChat, data: ChatAgentCreate, session: SessionDep, hub: HubDep
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    chat: ReadableChat,
+    data: ChatAgentCreate,
+    session: SessionDep,
+    hub: HubDep,
 ) -> object:
     """Link an agent to this chat; it receives the contact's next messages."""
-    link = await service.link_agent(session, chat, data.agent_id)
+    link = await service.link_agent(session, hub, principal, chat, data.agent_id)
     publish_after_commit(session, hub, chat_updated(chat))
     return link
 
@@ -141,24 +155,32 @@ async def link_agent(
 async def update_chat_agent(
     agent_id: str,
     _: CurrentUser,
+    principal: CurrentPrincipal,
     chat: ReadableChat,
     data: ChatAgentUpdate,
     session: SessionDep,
     hub: HubDep,
 ) -> object:
-    """Pause (`active: false`) or resume an agent in this chat."""
+    """Pause (`active: false`) or resume an agent in this chat. Pausing cancels a delivery
+    waiting for its next attempt; one in flight finishes."""
     link = await service.get_link(session, chat, agent_id)
-    await service.set_link_active(session, chat, link, data.active)
+    await service.set_link_active(session, hub, principal, chat, link, data.active)
     publish_after_commit(session, hub, chat_updated(chat))
     return link
 
 
 @router.delete("/chats/{chat_id}/agents/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def unlink_agent(
-    agent_id: str, _: CurrentUser, chat: ReadableChat, session: SessionDep, hub: HubDep
+    agent_id: str,
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    chat: ReadableChat,
+    session: SessionDep,
+    hub: HubDep,
 ) -> None:
     """Remove an agent from this chat."""
-    await service.unlink_agent(session, await service.get_link(session, chat, agent_id))
+    link = await service.get_link(session, chat, agent_id)
+    await service.unlink_agent(session, hub, principal, chat, link)
     publish_after_commit(session, hub, chat_updated(chat))
 
 

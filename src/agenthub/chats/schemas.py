@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from agenthub.models import DeliveryStatus, SenderType
+from agenthub.models import DeliveryStatus, HandledBy, NeedsHumanReason, SenderType
 from agenthub.schemas import JsonObject, Out, Schema
 
 MAX_CONTENT = 32_768
@@ -21,7 +21,20 @@ class ChatOut(Out):
     last_message_ts: datetime | None
     last_sender_type: SenderType | None
     needs_human: bool
+    needs_human_reason: NeedsHumanReason | None
+    needs_human_since: datetime | None
+    handled_by: HandledBy
+    unread_count: int = Field(
+        default=0, description="The caller's unread CONTACT messages in this chat"
+    )
     created_at: datetime
+
+    @classmethod
+    def of(cls, chat: Any, read_contact_count: int = 0) -> ChatOut:
+        """The answer for a reader who has read `read_contact_count` contact messages."""
+        out = cls.model_validate(chat)
+        out.unread_count = max(0, chat.contact_message_count - read_contact_count)
+        return out
 
 
 class ChatPage(Out):
@@ -33,7 +46,9 @@ class ChatPage(Out):
 class ChatUpdate(Schema):
     assigned_user_id: str | None = Field(default=None, max_length=16, description="null unassigns")
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
-    needs_human: bool | None = Field(default=None, description="Clear it once a human has helped")
+    needs_human: Literal[False] | None = Field(
+        default=None, description="`false` clears it once a human has helped"
+    )
 
 
 class MessageOut(Out):

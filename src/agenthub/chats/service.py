@@ -7,19 +7,34 @@ from typing import Any
 
 from sqlalchemy import Select, func, nulls_last, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from agenthub.access import scope_chats
-from agenthub.chats.schemas import ChatUpdate, DeliveryAttemptOut, DeliveryOut, MessageCreate
+from agenthub.chats.handling import (
+    clear_needs_human,
+    next_position,
+    record_event,
+    refresh_handled_by,
+)
+from agenthub.chats.reads import mark_unread_for_readers, read_counts
+from agenthub.chats.schemas import (
+    ChatOut,
+    ChatUpdate,
+    DeliveryAttemptOut,
+    DeliveryOut,
+    MessageCreate,
+)
 from agenthub.deps import Principal
 from agenthub.errors import BadRequest, Conflict, NotFound
 from agenthub.hub import Hub
 from agenthub.models import (
+    ActorType,
     Agent,
     AgentDelivery,
+    AgentDeliveryStatus,
     ChannelMember,
     Chat,
     ChatAgentLink,
+    ChatEventKind,
     DeliveryAttempt,
     DeliveryStatus,
     Message,
@@ -80,18 +95,49 @@ async def list_chats(
     return list(await session.scalars(page)), int(total or 0)
 
 
-async def update_chat(session: AsyncSession, chat: Chat, data: ChatUpdate) -> Chat:
+async def present_chats(
+    session: AsyncSession, principal: Principal, chats: list[Chat]
+) -> list[ChatOut]:
+    """The chats as the caller sees them: with its own unread counts (one query)."""
+    user_id = principal.user.id if principal.user is not None else None
+    counts = await read_counts(session, user_id, (chat.id for chat in chats))
+    return [ChatOut.of(chat, counts.get(chat.id, 0)) for chat in chats]
+
+
+async def present_chat(session: AsyncSession, principal: Principal, chat: Chat) -> ChatOut:
+    return (await present_chats(session, principal, [chat]))[0]
+
+
+async def update_chat(
+    session: AsyncSession, hub: Hub, principal: Principal, chat: Chat, data: ChatUpdate
+) -> Chat:
     changes = data.model_dump(exclude_unset=True)
     if "assigned_user_id" in changes:
-        if (user_id := changes["assigned_user_id"]) is not None:
-            await _ensure_may_be_assigned(session, chat, user_id)
-        chat.assigned_user_id = user_id
+        await assign(session, hub, principal, chat, changes["assigned_user_id"])
     if changes.get("name") is not None:
         chat.name = changes["name"]
-    if changes.get("needs_human") is not None:
-        chat.needs_human = changes["needs_human"]
-    await session.flush()
+    if changes.get("needs_human") is False:
+        clear_needs_human(chat)
+    await refresh_handled_by(session, [chat])
     return chat
+
+
+async def assign(
+    session: AsyncSession, hub: Hub, principal: Principal, chat: Chat, user_id: str | None
+) -> None:
+    """Assign the chat to a user (None: to nobody), with its timeline event."""
+    if user_id == chat.assigned_user_id:
+        return
+    if user_id is not None:
+        await _ensure_may_be_assigned(session, chat, user_id)
+    chat.assigned_user_id = user_id
+    kind = ChatEventKind.ASSIGNED if user_id is not None else ChatEventKind.UNASSIGNED
+    await record_event(session, chat, kind, **actor_of(principal), at=hub.clock(), user_id=user_id)
+
+
+def actor_of(principal: Principal) -> dict[str, Any]:
+    kind = ActorType.AGENT if principal.agent is not None else ActorType.USER
+    return {"actor_type": kind, "actor_id": principal.id}
 
 
 async def _ensure_may_be_assigned(session: AsyncSession, chat: Chat, user_id: str) -> None:
@@ -134,26 +180,21 @@ async def add_message(
     delivery_status: DeliveryStatus = DeliveryStatus.PENDING,
     at: datetime | None = None,
 ) -> Message:
-    """Append a message to the chat, next in its order, and refresh the chat's summary.
-
-    The sequence number comes from one atomic `UPDATE … RETURNING`, so concurrent writers to
-    the same chat (webhooks, agents, operators) can never hand out the same position.
-    """
+    """Append a message to the chat, next in its order, and refresh the chat's summary
+    (its position comes from `handling.next_position`: concurrent writers never share one)."""
     now = at or utcnow()
-    summary = {
-        "last_message": content[:PREVIEW_CHARS],
-        "last_message_ts": now,
-        "last_sender_type": str(sender_type),
-    }
-    seq = await session.scalar(
-        update(Chat)
-        .where(Chat.id == chat.id)
-        .values(message_seq=Chat.message_seq + 1, **summary)
-        .returning(Chat.message_seq)
+    contact = sender_type == SenderType.CONTACT
+    seq = await next_position(
+        session,
+        chat,
+        contact=contact,
+        last_message=content[:PREVIEW_CHARS],
+        last_message_ts=now,
+        last_sender_type=str(sender_type),
+        activity_at=now,
     )
-    assert seq is not None
-    for key, value in {"message_seq": seq, **summary}.items():
-        set_committed_value(chat, key, value)
+    if contact:
+        await mark_unread_for_readers(session, [chat.id])
     message = Message(
         chat_id=chat.id,
         channel_id=chat.channel_id,
@@ -195,7 +236,9 @@ async def list_links(session: AsyncSession, chat: Chat) -> list[ChatAgentLink]:
     return list(await session.scalars(query.order_by(ChatAgentLink.created_at)))
 
 
-async def link_agent(session: AsyncSession, chat: Chat, agent_id: str) -> ChatAgentLink:
+async def link_agent(
+    session: AsyncSession, hub: Hub, principal: Principal, chat: Chat, agent_id: str
+) -> ChatAgentLink:
     if await session.get(Agent, agent_id) is None:
         raise NotFound("Agent not found")
     existing = await session.scalar(
@@ -205,6 +248,20 @@ async def link_agent(session: AsyncSession, chat: Chat, agent_id: str) -> ChatAg
     )
     if existing is not None:
         raise Conflict("Agent is already linked to this chat")
+    link = await add_link(session, chat, agent_id)
+    await record_event(
+        session,
+        chat,
+        ChatEventKind.AGENT_LINKED,
+        **actor_of(principal),
+        at=hub.clock(),
+        agent_id=agent_id,
+    )
+    await refresh_handled_by(session, [chat])
+    return link
+
+
+async def add_link(session: AsyncSession, chat: Chat, agent_id: str) -> ChatAgentLink:
     # A newly linked agent starts with the next contact message (the history comes with it).
     link = ChatAgentLink(
         chat_id=chat.id, agent_id=agent_id, active=True, delivered_seq=chat.message_seq
@@ -226,20 +283,76 @@ async def get_link(session: AsyncSession, chat: Chat, agent_id: str) -> ChatAgen
 
 
 async def set_link_active(
-    session: AsyncSession, chat: Chat, link: ChatAgentLink, active: bool
+    session: AsyncSession,
+    hub: Hub,
+    principal: Principal,
+    chat: Chat,
+    link: ChatAgentLink,
+    active: bool,
 ) -> ChatAgentLink:
-    if active and not link.active:
-        # A paused agent does not get what was said while it was paused: it resumes from now.
-        link.delivered_seq = chat.message_seq
-    link.active = active
-    link.waiting_since = link.last_arrival_at = link.due_at = None
-    await session.flush()
+    """Pause or resume an agent in the chat (by hand: a takeover no longer holds it)."""
+    link.paused_by_takeover = False
+    if active == link.active:
+        return link
+    if active:
+        resume_link(chat, link)
+    else:
+        await pause_link(session, hub, link)
+    kind = ChatEventKind.AGENT_RESUMED if active else ChatEventKind.AGENT_PAUSED
+    await record_event(
+        session, chat, kind, **actor_of(principal), at=hub.clock(), agent_id=link.agent_id
+    )
+    await refresh_handled_by(session, [chat])
     return link
 
 
-async def unlink_agent(session: AsyncSession, link: ChatAgentLink) -> None:
-    await session.delete(link)
+def resume_link(chat: Chat, link: ChatAgentLink) -> None:
+    """A paused agent does not get what was said while it was paused as new messages: it
+    resumes with the next contact message (the rest is in its history)."""
+    link.active = True
+    link.delivered_seq = chat.message_seq
+    link.waiting_since = link.last_arrival_at = link.due_at = None
+
+
+async def pause_link(session: AsyncSession, hub: Hub, link: ChatAgentLink) -> None:
+    """Stop deliveries to this agent in this chat. An attempt in flight finishes (its reply
+    answers what the contact said before); a delivery waiting for its next attempt is
+    cancelled, so nothing starts while the link is paused."""
+    link.active = False
+    link.waiting_since = link.last_arrival_at = link.due_at = None
+    now = hub.clock()
+    await session.execute(
+        update(AgentDelivery)
+        .where(
+            AgentDelivery.chat_id == link.chat_id,
+            AgentDelivery.agent_id == link.agent_id,
+            AgentDelivery.status == AgentDeliveryStatus.PENDING,
+            or_(AgentDelivery.locked_until.is_(None), AgentDelivery.locked_until <= now),
+        )
+        .values(
+            status=AgentDeliveryStatus.CANCELLED,
+            completed_at=now,
+            last_error="cancelled: the agent was paused in this chat",
+        )
+        .execution_options(synchronize_session=False)
+    )
     await session.flush()
+
+
+async def unlink_agent(
+    session: AsyncSession, hub: Hub, principal: Principal, chat: Chat, link: ChatAgentLink
+) -> None:
+    await pause_link(session, hub, link)
+    await session.delete(link)
+    await record_event(
+        session,
+        chat,
+        ChatEventKind.AGENT_UNLINKED,
+        **actor_of(principal),
+        at=hub.clock(),
+        agent_id=link.agent_id,
+    )
+    await refresh_handled_by(session, [chat])
 
 
 async def list_deliveries(session: AsyncSession, chat: Chat, limit: int) -> list[DeliveryOut]:

@@ -33,20 +33,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.chats.handling import record_event, refresh_handled_by, set_needs_human
 from agenthub.delivery import events
 from agenthub.delivery.payload import DeliveryTarget, PreparedDelivery, build_payload, sign_headers
 from agenthub.delivery.replies import apply_agent_reply
 from agenthub.delivery.timing import backoff_delay, retry_after_delay
 from agenthub.hub import Hub
 from agenthub.models import (
+    ActorType,
     Agent,
     AgentDelivery,
     AgentDeliveryStatus,
     Channel,
     Chat,
     ChatAgentLink,
+    ChatEventKind,
     DeliveryAttempt,
     Message,
+    NeedsHumanReason,
     SenderType,
 )
 from agenthub.netguard import ensure_public_url
@@ -270,6 +274,11 @@ class Outcome:
 async def attempt_delivery(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDelivery) -> None:
     """POST one attempt to the agent and record what happened."""
     target = prepared.target
+    # Before the POST, awaited: the in-process bus only queues it, Redis takes one round trip,
+    # and it must reach dashboards before the `agent_done` the outcome raises.
+    await hub.events.publish(
+        events.agent_working(target.channel_id, target.chat_id, target.agent_id, claim.delivery_id)
+    )
     secret = hub.secrets.decrypt(target.webhook_secret_encrypted)
     outcome = await _post(hub, target, prepared.body, secret)
     async with hub.db.session() as session:
@@ -414,6 +423,21 @@ async def record_outcome(
         # A retry, or messages that arrived in flight (the runner left them alone while this
         # delivery was pending): the runner must look again. Otherwise nothing new is due.
         events.wake_after_commit(session, hub)
+    # Last, so dashboards see the reply (or the failure) before the agent stops "working".
+    await _announce_done(session, hub, claim, row, kind)
+
+
+async def _announce_done(
+    session: AsyncSession, hub: Hub, claim: ClaimedAttempt, row: Any, kind: str
+) -> None:
+    if claim.target is not None:
+        channel_id = claim.target.channel_id
+    else:  # a claim made without its target (tests): one lookup, off the hot path
+        channel_id = str(
+            await session.scalar(select(CHATS.c.channel_id).where(CHATS.c.id == row.chat_id))
+        )
+    done = events.agent_done(channel_id, row.chat_id, row.agent_id, claim.delivery_id, kind)
+    events.publish_after_commit(session, hub, done)
 
 
 async def _messages_waiting(session: AsyncSession, row: Any, sqlite: bool) -> bool:
@@ -433,8 +457,20 @@ async def _give_up(session: AsyncSession, hub: Hub, delivery_id: str, chat_id: s
     delivery = await session.get(AgentDelivery, delivery_id)
     chat = await session.get(Chat, chat_id)
     assert delivery is not None and chat is not None
-    chat.needs_human = True
-    await session.flush()
+    now = hub.clock()
+    set_needs_human(chat, NeedsHumanReason.DELIVERY_FAILED, now)
+    await record_event(
+        session,
+        chat,
+        ChatEventKind.DELIVERY_FAILED,
+        actor_type=ActorType.SYSTEM,
+        actor_id=None,
+        at=now,
+        agent_id=delivery.agent_id,
+        delivery_id=delivery.id,
+        error=delivery.last_error,
+    )
+    await refresh_handled_by(session, [chat])
     events.publish_after_commit(session, hub, events.delivery_failed(chat, delivery))
     events.publish_after_commit(session, hub, events.chat_updated(chat))
 

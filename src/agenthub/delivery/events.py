@@ -45,11 +45,14 @@ def message_status(message: Message) -> dict[str, Any]:
 
 
 def chat_updated(chat: Chat) -> dict[str, Any]:
+    """`chat.unread_count` is per reader: each socket sets it from `_contact_message_count`
+    and its user's read marker (realtime/router.py)."""
     return {
         "type": "chat_updated",
         "channel_id": chat.channel_id,
         "chat_id": chat.id,
-        "chat": ChatOut.model_validate(chat).model_dump(mode="json"),
+        "chat": ChatOut.of(chat).model_dump(mode="json"),
+        "_contact_message_count": chat.contact_message_count,
     }
 
 
@@ -61,6 +64,32 @@ def delivery_failed(chat: Chat, delivery: AgentDelivery) -> dict[str, Any]:
         "agent_id": delivery.agent_id,
         "delivery_id": delivery.id,
         "error": delivery.last_error,
+    }
+
+
+def agent_working(channel_id: str, chat_id: str, agent_id: str, delivery_id: str) -> dict[str, Any]:
+    """An attempt to deliver to an agent started (the agent is "thinking")."""
+    return {
+        "type": "agent_working",
+        "channel_id": channel_id,
+        "chat_id": chat_id,
+        "agent_id": agent_id,
+        "delivery_id": delivery_id,
+    }
+
+
+# What an attempt's recorded outcome (`record_outcome`'s kind) tells dashboards; a kind not
+# listed here (one added later) reads as "failed": the agent is no longer working on it.
+AGENT_DONE_OUTCOMES = {"succeeded": "delivered", "retry": "retrying", "failed": "failed"}
+
+
+def agent_done(
+    channel_id: str, chat_id: str, agent_id: str, delivery_id: str, kind: str
+) -> dict[str, Any]:
+    return {
+        **agent_working(channel_id, chat_id, agent_id, delivery_id),
+        "type": "agent_done",
+        "outcome": AGENT_DONE_OUTCOMES.get(kind, "failed"),
     }
 
 

@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Integer, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.chats.handling import refresh_handled_by, set_needs_human
 from agenthub.delivery import events
 from agenthub.delivery.timing import backoff_delay
 from agenthub.hub import Hub
@@ -19,6 +20,7 @@ from agenthub.models import (
     DeliveryRank,
     DeliveryStatus,
     Message,
+    NeedsHumanReason,
     OutboundSend,
     OutboundStatus,
 )
@@ -157,7 +159,8 @@ async def _record(
         return
     send.status = OutboundStatus.FAILED
     message.meta_data = {**message.meta_data, "error": error.as_dict()}
-    await _advance(session, hub, message, DeliveryStatus.FAILED)
+    if await _advance(session, hub, message, DeliveryStatus.FAILED):
+        await _needs_human_after_failed_send(session, hub, message)
 
 
 async def _advance(
@@ -189,9 +192,21 @@ async def apply_status(
     if message is None:
         return False
     advanced = await _advance(session, hub, message, status)
-    if advanced and error and status == DeliveryStatus.FAILED:
-        message.meta_data = {**message.meta_data, "error": error}
+    if advanced and status == DeliveryStatus.FAILED:
+        if error:
+            message.meta_data = {**message.meta_data, "error": error}
+        await _needs_human_after_failed_send(session, hub, message)
     return advanced
+
+
+async def _needs_human_after_failed_send(session: AsyncSession, hub: Hub, message: Message) -> None:
+    """The contact did not get a reply: a person should look at the chat."""
+    chat = await session.get(Chat, message.chat_id)
+    if chat is None:
+        return
+    set_needs_human(chat, NeedsHumanReason.SEND_FAILED, hub.clock())
+    await refresh_handled_by(session, [chat])
+    events.publish_after_commit(session, hub, events.chat_updated(chat))
 
 
 def send_due(*, except_ids: bool = False) -> Any:

@@ -7,11 +7,22 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.chats.handling import record_event, refresh_handled_by, set_needs_human
 from agenthub.chats.schemas import MAX_CONTENT
 from agenthub.delivery import events
 from agenthub.delivery.outbound import queue_outbound
 from agenthub.hub import Hub
-from agenthub.models import Chat, ChatAgentLink, SenderType
+from agenthub.models import (
+    ActorType,
+    Chat,
+    ChatAgentLink,
+    ChatEventKind,
+    NeedsHumanReason,
+    SenderType,
+)
+
+# An agent's `handoff_reason` is shown to operators; a paragraph is plenty.
+MAX_REASON = 1000
 
 
 def reply_texts(body: Any) -> list[str]:
@@ -48,19 +59,38 @@ async def apply_agent_reply(
         )
         await queue_outbound(session, hub, message)
     if handoff:
-        await _hand_off(session, chat, agent_id)
+        await _hand_off(session, hub, chat, agent_id, handoff_reason(body))
     await session.flush()
     events.publish_after_commit(session, hub, events.chat_updated(chat))
 
 
-async def _hand_off(session: AsyncSession, chat: Chat, agent_id: str) -> None:
+def handoff_reason(body: dict[str, Any]) -> str | None:
+    reason = body.get("handoff_reason")
+    return reason.strip()[:MAX_REASON] or None if isinstance(reason, str) else None
+
+
+async def _hand_off(
+    session: AsyncSession, hub: Hub, chat: Chat, agent_id: str, reason: str | None
+) -> None:
     """The agent steps back: a human is needed and this agent stops receiving the chat."""
-    chat.needs_human = True
+    from agenthub.chats.service import pause_link
+
+    now = hub.clock()
+    set_needs_human(chat, NeedsHumanReason.AGENT_HANDOFF, now)
     link = await session.scalar(
         select(ChatAgentLink).where(
             ChatAgentLink.chat_id == chat.id, ChatAgentLink.agent_id == agent_id
         )
     )
     if link is not None:
-        link.active = False
-        link.waiting_since = link.last_arrival_at = link.due_at = None
+        await pause_link(session, hub, link)
+    await record_event(
+        session,
+        chat,
+        ChatEventKind.HANDOFF,
+        actor_type=ActorType.AGENT,
+        actor_id=agent_id,
+        at=now,
+        reason=reason,
+    )
+    await refresh_handled_by(session, [chat])

@@ -48,7 +48,13 @@ class Chat(Base):
         Index("ix_chats_inbox_handled_by", "handled_by", "activity_at", "id"),
         Index("ix_chats_inbox_assigned", "assigned_user_id", "activity_at", "id"),
         # The counts: one pass over this index, never over the table.
-        Index("ix_chats_inbox_counts", "channel_id", "handled_by", "assigned_user_id"),
+        Index(
+            "ix_chats_inbox_counts",
+            "channel_id",
+            "handled_by",
+            "assigned_user_id",
+            "contact_message_count",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True, default=lambda: new_id("cht"))
@@ -72,7 +78,7 @@ class Chat(Base):
     # Highest position handed out in this chat. Messages, notes and timeline events share
     # the sequence, so it orders the timeline exactly (message seqs may have gaps).
     message_seq: Mapped[int] = mapped_column(Integer, default=0)
-    # How many CONTACT messages the chat has: unread = this − the reader's count at its mark.
+    # How many CONTACT messages the chat has: unread = this - the reader's count at its mark.
     contact_message_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The inbox's order: the last message's time, or the creation time before any message.
     activity_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -97,9 +103,7 @@ class ChatAgentLink(Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Paused by an operator's takeover: the handback resumes exactly these links.
-    paused_by_takeover: Mapped[bool] = mapped_column(
-        Boolean, default=False, server_default=false()
-    )
+    paused_by_takeover: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Highest chat message seq already handed to a delivery for this agent.
     delivered_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

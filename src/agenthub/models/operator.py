@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, true
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agenthub.ids import new_id
@@ -18,8 +18,8 @@ class ChatRead(Base):
 
     `read_contact_count` is how many CONTACT messages the chat had up to the mark, so a
     chat's unread count is `chat.contact_message_count - read_contact_count`. `caught_up`
-    says the two were equal; new contact messages clear it (in the inbound transaction), so
-    the inbox counts its unread chats from an index, without comparing row by row.
+    says the chat has contact messages and all of them are read; new ones clear it (in the
+    inbound transaction), so the inbox counts unread chats from an index, not row by row.
     """
 
     __tablename__ = "chat_reads"
@@ -37,7 +37,7 @@ class ChatRead(Base):
     channel_id: Mapped[str] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
     read_seq: Mapped[int] = mapped_column(Integer, default=0)
     read_contact_count: Mapped[int] = mapped_column(Integer, default=0)
-    caught_up: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    caught_up: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     read_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

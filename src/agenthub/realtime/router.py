@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
@@ -14,9 +15,14 @@ from agenthub.delivery.events import ACCESS_CHANGED
 from agenthub.deps import Principal, authenticate
 from agenthub.errors import Unauthorized
 from agenthub.hub import Hub
-from agenthub.models import ChannelMember, utcnow
+from agenthub.models import ChannelMember, Chat, ChatRead, utcnow
+from agenthub.runtime.presence import Watcher
+from agenthub.sessions import websocket_token
 
 router = APIRouter()
+
+CHAT_READ = "chat_read"
+_CHAT_ID = re.compile(r"cht_[A-Za-z0-9]{10}")
 
 
 class _Socket:
@@ -38,10 +44,11 @@ class _Visibility:
         self.readable = readable  # None: every channel (admin)
         self.subscribed: set[str] | None = None
 
+    def can_read(self, channel_id: str) -> bool:
+        return self.readable is None or channel_id in self.readable
+
     def allows(self, channel_id: str | None) -> bool:
-        if channel_id is None:
-            return False
-        if self.readable is not None and channel_id not in self.readable:
+        if channel_id is None or not self.can_read(channel_id):
             return False
         return self.subscribed is None or channel_id in self.subscribed
 
@@ -72,6 +79,8 @@ async def websocket_events(
     websocket: WebSocket, token: str | None = None, last_event_id: int | None = None
 ) -> None:
     hub: Hub = websocket.app.state.hub
+    # Without `?token=`, the session cookie, if the handshake's Origin is ours (sessions.py).
+    token = websocket_token(websocket, token, hub.settings)
     principal = await _principal(hub, token)
     if principal is None:
         # Accept, then close: closing before accept answers the handshake with HTTP 403, so a
@@ -83,14 +92,17 @@ async def websocket_events(
     await websocket.accept()
     socket = _Socket(websocket)
     access = _Access(hub, token or "", principal, visibility)
+    signals = _Signals(hub, principal.id, visibility)
     async with hub.events.subscribe(last_event_id) as stream:
         sender = asyncio.create_task(_forward(socket, stream, access))
         try:
-            await _read_commands(socket, visibility)
+            await _read_commands(socket, visibility, signals)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
+            with contextlib.suppress(Exception):  # presence is best effort
+                await hub.presence.leave(signals.watcher)
 
 
 class _Access:
@@ -107,10 +119,30 @@ class _Access:
         self.token = token
         self.principal = principal
         self.visibility = visibility
+        self.reads = _ReadCounts(hub, principal.id)
 
     def concerns_me(self, event: dict[str, Any]) -> bool:
         user_id = event.get("user_id")
         return user_id is None or user_id == self.principal.id
+
+    async def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """What this socket sends of `event`, if anything."""
+        if "user_id" in event and event["user_id"] != self.principal.id:
+            return None  # another user's own event (say, its read marker moved)
+        if event.get("type") == CHAT_READ:
+            self.reads.note(event)  # whatever `subscribe` says: later unread counts need it
+        if not self.visibility.allows(event.get("channel_id")):
+            return None
+        # Keys starting with "_" are for the hub's sockets, not for clients.
+        public = {key: value for key, value in event.items() if not key.startswith("_")}
+        if public.get("type") == CHAT_READ:
+            public.pop("user_id", None)  # the client's own id: it says nothing
+        contact_count = event.get("_contact_message_count")
+        chat = public.get("chat")
+        if isinstance(contact_count, int) and isinstance(chat, dict):
+            unread = await self.reads.unread(str(event.get("chat_id")), contact_count)
+            public["chat"] = {**chat, "unread_count": unread}
+        return public
 
     def expired(self) -> bool:
         expires_at = self.principal.token.expires_at
@@ -133,8 +165,9 @@ async def _forward(socket: _Socket, stream: Any, access: _Access) -> None:
             continue
         if access.expired():
             break
-        if access.visibility.allows(event.get("channel_id")):
-            await socket.send(event)
+        outgoing = await access.outgoing(event)
+        if outgoing is not None:
+            await socket.send(outgoing)
     else:
         # The bus cut this subscriber off (it fell too far behind): the client reconnects.
         await socket.websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
@@ -142,7 +175,71 @@ async def _forward(socket: _Socket, stream: Any, access: _Access) -> None:
     await socket.websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="access revoked")
 
 
-async def _read_commands(socket: _Socket, visibility: _Visibility) -> None:
+class _ReadCounts:
+    """The socket user's read markers (chat id → `read_contact_count`; 0 without a row), for
+    the unread counts of `chat_updated` events: loaded with one query when first needed, then
+    kept current from the user's own `chat_read` events (published after their commit, so a
+    load never misses one the stream has not brought yet)."""
+
+    def __init__(self, hub: Hub, user_id: str) -> None:
+        self.hub = hub
+        self.user_id = user_id
+        self.counts: dict[str, int] | None = None
+
+    def note(self, event: dict[str, Any]) -> None:
+        count = event.get("_read_contact_count")
+        if self.counts is None or not isinstance(count, int):
+            return  # not loaded yet: the load will read it from the database
+        chat_id = str(event.get("chat_id"))
+        # Markers only move forward: an event older than the load must not move one back.
+        self.counts[chat_id] = max(self.counts.get(chat_id, 0), count)
+
+    async def unread(self, chat_id: str, contact_count: int) -> int:
+        if self.counts is None:
+            async with self.hub.db.session(read_only=True) as session:
+                rows = await session.execute(
+                    select(ChatRead.chat_id, ChatRead.read_contact_count).where(
+                        ChatRead.user_id == self.user_id
+                    )
+                )
+                self.counts = {chat: count for chat, count in rows}
+        return max(0, contact_count - self.counts.get(chat_id, 0))
+
+
+class _Signals:
+    """The socket's `viewing` / `typing` commands, for chats its user may read."""
+
+    def __init__(self, hub: Hub, user_id: str, visibility: _Visibility) -> None:
+        self.hub = hub
+        self.watcher = Watcher(user_id)
+        self.visibility = visibility
+        # Chat id → its channel (a chat never moves). Chats that do not exist are not kept:
+        # a client sending made-up ids must not grow this.
+        self.channels: dict[str, str] = {}
+
+    async def handle(self, command: dict[str, Any]) -> str | None:
+        """Record the signal; the error to answer instead, if any."""
+        chat_id = command.get("chat_id")
+        if not isinstance(chat_id, str) or not _CHAT_ID.fullmatch(chat_id):
+            return "chat_id must be a chat id (cht_…)"
+        channel_id = await self._channel_of(chat_id)
+        # The same answer for a chat that does not exist: ids of others' chats stay secret.
+        if channel_id is None or not self.visibility.can_read(channel_id):
+            return "unknown chat"
+        await self.hub.presence.signal(self.watcher, command["type"], channel_id, chat_id)
+        return None
+
+    async def _channel_of(self, chat_id: str) -> str | None:
+        if chat_id not in self.channels:
+            async with self.hub.db.session(read_only=True) as session:
+                channel_id = await session.scalar(select(Chat.channel_id).where(Chat.id == chat_id))
+            if channel_id is None:
+                return None
+            self.channels[chat_id] = channel_id
+        return self.channels[chat_id]
+
+
+async def _read_commands(socket: _Socket, visibility: _Visibility, signals: _Signals) -> None:
     while True:
         try:
             raw = await socket.websocket.receive_text()
@@ -159,5 +256,9 @@ async def _read_commands(socket: _Socket, visibility: _Visibility) -> None:
         elif command.get("type") == "subscribe" and isinstance(command.get("channel_ids"), list):
             visibility.subscribed = {str(c) for c in command["channel_ids"]}
             await socket.send({"type": "subscribed", "channel_ids": sorted(visibility.subscribed)})
+        elif command.get("type") in ("viewing", "typing"):
+            # No answer when it worked: the `presence` event it may raise is the answer.
+            if (error := await signals.handle(command)) is not None:
+                await socket.send({"type": "error", "detail": error})
         else:
             await socket.send({"type": "error", "detail": "unknown command"})

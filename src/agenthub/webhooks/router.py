@@ -9,6 +9,7 @@ from agenthub.deps import HubDep, hub_of
 from agenthub.errors import DomainError, Forbidden, NotFound
 from agenthub.hub import Hub
 from agenthub.models import Channel
+from agenthub.openapi_errors import error_responses
 from agenthub.platforms import get_adapter
 from agenthub.platforms.base import WebhookHandshake, WebhookRequest
 
@@ -48,7 +49,11 @@ async def _receive(platform: str, channel_id: str, request: Request) -> Response
     return await hub.intake.submit(adapter, channel_id, webhook)
 
 
-@router.get("/webhooks/{platform}/{channel_id}", response_class=Response)
+@router.get(
+    "/webhooks/{platform}/{channel_id}",
+    response_class=Response,
+    responses=error_responses(403, 405, 413),
+)
 async def verify_webhook(platform: str, channel_id: str, request: Request, hub: HubDep) -> Response:
     """A platform's verification handshake on the webhook URL (WhatsApp Cloud: `hub.mode`,
     `hub.verify_token`, `hub.challenge`). A wrong token is 403; platforms without a handshake
@@ -69,7 +74,11 @@ async def verify_webhook(platform: str, channel_id: str, request: Request, hub: 
     return answer
 
 
-@router.post("/webhooks/{platform}/{channel_id}", response_class=Response)
+@router.post(
+    "/webhooks/{platform}/{channel_id}",
+    response_class=Response,
+    responses=error_responses(403, 413),
+)
 async def receive_webhook(platform: str, channel_id: str, request: Request) -> Response:
     """Inbound messages (and status callbacks) from a platform, checked against its signature.
 
@@ -79,7 +88,11 @@ async def receive_webhook(platform: str, channel_id: str, request: Request) -> R
     return await _receive(platform, channel_id, request)
 
 
-@router.post("/webhooks/{platform}/{channel_id}/status", response_class=Response)
+@router.post(
+    "/webhooks/{platform}/{channel_id}/status",
+    response_class=Response,
+    responses=error_responses(403, 413),
+)
 async def receive_status(platform: str, channel_id: str, request: Request) -> Response:
     """Delivery status callbacks (Twilio's `StatusCallback`)."""
     return await _receive(platform, channel_id, request)

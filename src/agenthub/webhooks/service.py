@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from agenthub.channels.default_agents import link_default_agents
+from agenthub.chats.reads import CLEAR_CAUGHT_UP
 from agenthub.chats.service import PREVIEW_CHARS
 from agenthub.delivery import events
 from agenthub.delivery.timing import buffer_due_at
@@ -34,6 +35,7 @@ from agenthub.models import (
     Chat,
     ChatAgentLink,
     DeliveryStatus,
+    HandledBy,
     Message,
     SenderType,
 )
@@ -57,7 +59,14 @@ STORED_IDS = select(MESSAGES.c.channel_id, MESSAGES.c.external_id).where(
     _any_of(MESSAGES.c.channel_id, "channel_ids"), _any_of(MESSAGES.c.external_id, "external_ids")
 )
 LOCKED_CHATS = (
-    select(CHATS.c.id, CHATS.c.channel_id, CHATS.c.external_id, CHATS.c.name, CHATS.c.message_seq)
+    select(
+        CHATS.c.id,
+        CHATS.c.channel_id,
+        CHATS.c.external_id,
+        CHATS.c.name,
+        CHATS.c.message_seq,
+        CHATS.c.contact_message_count,
+    )
     .where(_any_of(CHATS.c.channel_id, "channel_ids"), _any_of(CHATS.c.external_id, "contacts"))
     .order_by(CHATS.c.id)
     # NO KEY UPDATE (PostgreSQL): still one writer per chat, but the foreign-key checks of
@@ -66,13 +75,18 @@ LOCKED_CHATS = (
     .with_for_update(key_share=True)
 )
 INSERT_MESSAGES = insert(MESSAGES)
+MARK_HANDLED_BY_AGENT = (
+    update(CHATS).where(_any_of(CHATS.c.id, "chat_ids")).values(handled_by=HandledBy.AGENT.value)
+)
 UPDATE_CHAT_SUMMARIES = (
     update(CHATS)
     .where(CHATS.c.id == bindparam("chat_id"))
     .values(
         message_seq=bindparam("new_seq"),
+        contact_message_count=bindparam("new_contact_count"),
         last_message=bindparam("preview"),
         last_message_ts=bindparam("preview_ts"),
+        activity_at=bindparam("preview_ts"),
         last_sender_type=bindparam("preview_sender"),
         name=bindparam("new_name"),
     )
@@ -220,9 +234,21 @@ def _chats_for(
     _insert_chats_if_absent(conn, proposed, names, created_at)
     chats.update(_locked_chats(conn, missing))
     created = [key for key in missing if chats[key]["id"] == proposed[key]]
+    with_agents = link_default_agents(
+        conn, created_at, {chats[key]["id"]: key[0] for key in created}
+    )
+    if with_agents:
+        conn.execute(MARK_HANDLED_BY_AGENT, {"chat_ids": sorted(with_agents)})
     for key in created:  # the rest of a new chat's row, for its `chat_updated` event
-        chats[key].update(created_at=created_at, needs_human=False, assigned_user_id=None)
-    link_default_agents(conn, created_at, {chats[key]["id"]: key[0] for key in created})
+        chats[key].update(
+            created_at=created_at,
+            activity_at=created_at,
+            needs_human=False,
+            needs_human_reason=None,
+            needs_human_since=None,
+            assigned_user_id=None,
+            handled_by=(HandledBy.AGENT if chats[key]["id"] in with_agents else HandledBy.NONE),
+        )
     return chats, created
 
 
@@ -242,8 +268,9 @@ def _locked_chats(conn: Connection, keys: list[ChatKey]) -> dict[ChatKey, dict[s
             "external_id": contact,
             "name": name,
             "message_seq": seq,
+            "contact_message_count": contact_count,
         }
-        for chat_id, channel_id, contact, name, seq in result
+        for chat_id, channel_id, contact, name, seq, contact_count in result
         if (channel_id, contact) in wanted
     }
 
@@ -267,7 +294,10 @@ def _insert_chats_if_absent(
                     "external_id": contact_id,
                     "name": names[(channel_id, contact_id)],
                     "needs_human": False,
+                    "handled_by": HandledBy.NONE.value,
                     "message_seq": 0,
+                    "contact_message_count": 0,
+                    "activity_at": now,
                     "created_at": now,
                 }
                 for (channel_id, contact_id), chat_id in sorted(proposed.items())
@@ -288,6 +318,7 @@ def _insert_messages(
         chat = touched[arrival.chat_key] = chats[arrival.chat_key]
         inbound = arrival.message
         chat["message_seq"] += 1
+        chat["contact_message_count"] += 1
         chat["last_message"] = inbound.content[:PREVIEW_CHARS]
         chat["last_message_ts"] = arrival.received_at
         chat["last_sender_type"] = SenderType.CONTACT.value
@@ -312,6 +343,7 @@ def _insert_messages(
             {
                 "chat_id": chat["id"],
                 "new_seq": chat["message_seq"],
+                "new_contact_count": chat["contact_message_count"],
                 "preview": chat["last_message"],
                 "preview_ts": chat["last_message_ts"],
                 "preview_sender": chat["last_sender_type"],
@@ -320,6 +352,7 @@ def _insert_messages(
             for chat in touched.values()
         ],
     )
+    conn.execute(CLEAR_CAUGHT_UP, {"b_chat_ids": sorted(chat["id"] for chat in touched.values())})
     return stored
 
 

@@ -62,7 +62,7 @@ def upgrade() -> None:
         sa.Column("channel_id", sa.String(length=16), nullable=False),
         sa.Column("read_seq", sa.Integer(), nullable=False),
         sa.Column("read_contact_count", sa.Integer(), nullable=False),
-        sa.Column("caught_up", sa.Boolean(), server_default=sa.true(), nullable=False),
+        sa.Column("caught_up", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("read_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["channel_id"],
@@ -129,7 +129,9 @@ def upgrade() -> None:
             "ix_chats_inbox_channel", ["channel_id", "activity_at", "id"], unique=False
         )
         batch_op.create_index(
-            "ix_chats_inbox_counts", ["channel_id", "handled_by", "assigned_user_id"], unique=False
+            "ix_chats_inbox_counts",
+            ["channel_id", "handled_by", "assigned_user_id", "contact_message_count"],
+            unique=False,
         )
         batch_op.create_index(
             "ix_chats_inbox_handled_by", ["handled_by", "activity_at", "id"], unique=False

@@ -1,0 +1,1 @@
+"""Canned responses: ready answers operators insert with `/shortcut`."""
