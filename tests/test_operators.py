@@ -440,3 +440,27 @@ async def test_a_note_never_reaches_the_messages_list_or_an_agent(
         f"/chats/{chat_id}/timeline", headers={"Authorization": f"Bearer {world.agent_token}"}
     )
     assert agent_view.status_code == 403
+
+
+async def test_an_attempt_failing_after_the_takeover_is_not_retried(
+    world: World, agent: FakeAgent
+) -> None:
+    release = asyncio.Event()
+
+    async def failing(request: Request) -> Any:
+        await release.wait()
+        return respond(503, {"error": "busy"})
+
+    agent.handler = failing
+    await world.send("hello")
+    await eventually(lambda: agent.requests or None)
+    chat_id = await world.chat_id()
+    await post(world, f"/chats/{chat_id}/takeover")
+    release.set()
+
+    (delivery,) = await eventually(lambda: world.settled(chat_id))
+    assert delivery["status"] == "cancelled" and delivery["attempt_count"] == 1
+    await asyncio.sleep(QUIET)
+    assert len(agent.requests) == 1, "a paused agent gets no retry"
+    chat = await world.chat(chat_id)
+    assert chat["needs_human"] is False and chat["handled_by"] == "human"

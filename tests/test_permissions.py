@@ -168,6 +168,15 @@ MATRIX: tuple[Row, ...] = (
     row("PATCH /chats/{chat_id}/agents/{agent_id}",         200, 200, 404, 403, 403,
         body={"active": False}),
     row("GET /chats/{chat_id}/deliveries",                  200, 403, 403, 403, 403),
+    # -- operators: users only (agents 403 before any lookup) -------------------------------
+    row("GET /inbox",                                       200, 200, 200, 403, 403),
+    row("GET /inbox/counts",                                200, 200, 200, 403, 403),
+    row("POST /chats/{chat_id}/read",                       200, 200, 404, 403, 403),
+    row("POST /chats/{chat_id}/notes",                      201, 201, 404, 403, 403,
+        body={"content": "a private note"}),
+    row("GET /chats/{chat_id}/timeline",                    200, 200, 404, 403, 403),
+    row("POST /chats/{chat_id}/takeover",                   200, 200, 404, 403, 403),
+    row("POST /chats/{chat_id}/handback",                   200, 200, 404, 403, 403),
     # -- inbound webhooks: only the platform's signature counts, never a bearer token ----
     row("GET /webhooks/{platform}/{channel_id}",            405, 405, 405, 405, 405,
         note="api has no handshake", locked_out=405),

@@ -282,6 +282,30 @@ async def get_link(session: AsyncSession, chat: Chat, agent_id: str) -> ChatAgen
     return link
 
 
+async def lock_for_link_change(session: AsyncSession, chat: Chat) -> list[ChatAgentLink]:
+    """Lock what a change of the chat's agent links touches, in the order every writer takes
+    them — the chat's pending deliveries, the chat, its links — so two writers (an operator
+    and an attempt recording its outcome, say) never wait on each other in a cycle
+    (PostgreSQL; SQLite serialises writers). Returns the links, freshly read."""
+    await session.execute(
+        select(AgentDelivery.id)
+        .where(
+            AgentDelivery.chat_id == chat.id,
+            AgentDelivery.status == AgentDeliveryStatus.PENDING,
+        )
+        .with_for_update()
+    )
+    await session.refresh(chat, with_for_update={"key_share": True})
+    links = await session.scalars(
+        select(ChatAgentLink)
+        .where(ChatAgentLink.chat_id == chat.id)
+        .order_by(ChatAgentLink.created_at, ChatAgentLink.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list(links)
+
+
 async def set_link_active(
     session: AsyncSession,
     hub: Hub,
@@ -291,6 +315,7 @@ async def set_link_active(
     active: bool,
 ) -> ChatAgentLink:
     """Pause or resume an agent in the chat (by hand: a takeover no longer holds it)."""
+    await lock_for_link_change(session, chat)
     link.paused_by_takeover = False
     if active == link.active:
         return link
@@ -342,6 +367,7 @@ async def pause_link(session: AsyncSession, hub: Hub, link: ChatAgentLink) -> No
 async def unlink_agent(
     session: AsyncSession, hub: Hub, principal: Principal, chat: Chat, link: ChatAgentLink
 ) -> None:
+    await lock_for_link_change(session, chat)
     await pause_link(session, hub, link)
     await session.delete(link)
     await record_event(

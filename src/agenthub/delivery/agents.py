@@ -354,6 +354,11 @@ _OUTCOME_VALUES: dict[str, dict[str, Any]] = {
         "completed_at": bindparam("b_now", type_=_AT),
         "last_error": bindparam("b_error", type_=Text()),
     },
+    "cancelled": {
+        "status": str(AgentDeliveryStatus.CANCELLED),
+        "completed_at": bindparam("b_now", type_=_AT),
+        "last_error": bindparam("b_error", type_=Text()),
+    },
 }
 # Only the attempt that holds the delivery records its outcome: (kind, on SQLite) → UPDATE.
 _RECORD = {
@@ -400,6 +405,12 @@ async def record_outcome(
         kind = "failed"
         params["b_now"] = now
         params["b_error"] = outcome.error or "failed"
+    if kind != "succeeded" and not await _link_still_active(session, claim):
+        # Paused meanwhile (an operator took the chat over): no retry starts, and no failure
+        # calls for a human, who is already there.
+        kind = "cancelled"
+        params["b_now"] = now
+        params["b_error"] = f"cancelled: the agent was paused in this chat ({outcome.error})"
     sqlite = session.get_bind().dialect.name == "sqlite"
     row = (await session.execute(_RECORD[kind, sqlite], params)).first()
     if row is None:
@@ -425,6 +436,31 @@ async def record_outcome(
         events.wake_after_commit(session, hub)
     # Last, so dashboards see the reply (or the failure) before the agent stops "working".
     await _announce_done(session, hub, claim, row, kind)
+
+
+_LOCKED_DELIVERY = (
+    select(DELIVERIES.c.chat_id, DELIVERIES.c.agent_id)
+    .where(DELIVERIES.c.id == bindparam("b_id"))
+    .with_for_update()
+)
+_LOCKED_LINK_ACTIVE = (
+    select(LINKS.c.active)
+    .where(LINKS.c.chat_id == bindparam("b_chat_id"), LINKS.c.agent_id == bindparam("b_agent_id"))
+    .with_for_update()
+)
+
+
+async def _link_still_active(session: AsyncSession, claim: ClaimedAttempt) -> bool:
+    """On the failure path only: is the delivery's link still active? The delivery, then the
+    link, are locked in the order a takeover takes them, so a takeover committing meanwhile
+    either sees this attempt's outcome or is seen by it."""
+    delivery = (await session.execute(_LOCKED_DELIVERY, {"b_id": claim.delivery_id})).first()
+    if delivery is None:
+        return True  # deleted meanwhile: the conditional UPDATE finds nothing either
+    active = await session.scalar(
+        _LOCKED_LINK_ACTIVE, {"b_chat_id": delivery.chat_id, "b_agent_id": delivery.agent_id}
+    )
+    return bool(active)
 
 
 async def _announce_done(

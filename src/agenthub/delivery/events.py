@@ -80,7 +80,13 @@ def agent_working(channel_id: str, chat_id: str, agent_id: str, delivery_id: str
 
 # What an attempt's recorded outcome (`record_outcome`'s kind) tells dashboards; a kind not
 # listed here (one added later) reads as "failed": the agent is no longer working on it.
-AGENT_DONE_OUTCOMES = {"succeeded": "delivered", "retry": "retrying", "failed": "failed"}
+# A delivery cancelled because its link was paused mid-attempt ends as `failed` for the agent.
+AGENT_DONE_OUTCOMES = {
+    "succeeded": "delivered",
+    "retry": "retrying",
+    "failed": "failed",
+    "cancelled": "failed",
+}
 
 
 def agent_done(

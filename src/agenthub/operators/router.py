@@ -18,6 +18,7 @@ from agenthub.chats.service import present_chat
 from agenthub.delivery.events import chat_updated, publish_after_commit
 from agenthub.deps import CurrentPrincipal, CurrentUser, HubDep, SessionDep
 from agenthub.models import Chat, ChatEvent, Message, Note
+from agenthub.openapi_errors import error_responses
 from agenthub.operators import inbox, takeover, timeline
 from agenthub.operators.schemas import (
     Actor,
@@ -51,7 +52,7 @@ async def _user_chat(
 UserChat = Annotated[Chat, Depends(_user_chat)]
 
 
-@router.get("/inbox", response_model=InboxPageOut)
+@router.get("/inbox", response_model=InboxPageOut, responses=error_responses(404))
 async def get_inbox(
     _: CurrentUser,
     principal: CurrentPrincipal,
@@ -80,7 +81,7 @@ async def get_inbox(
     return InboxPageOut(chats=chats, has_more=page.has_more, next_cursor=page.next_cursor)
 
 
-@router.get("/inbox/counts", response_model=InboxCountsOut)
+@router.get("/inbox/counts", response_model=InboxCountsOut, responses=error_responses(404))
 async def get_inbox_counts(
     _: CurrentUser,
     principal: CurrentPrincipal,

@@ -14,33 +14,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.channels.default_agents import known_agent_ids
 from agenthub.chats.handling import clear_needs_human, record_event, refresh_handled_by
-from agenthub.chats.service import actor_of, add_link, pause_link, resume_link
+from agenthub.chats.service import (
+    actor_of,
+    add_link,
+    lock_for_link_change,
+    pause_link,
+    resume_link,
+)
 from agenthub.deps import Principal
 from agenthub.hub import Hub
 from agenthub.models import Chat, ChatAgentLink, ChatEventKind
 
 
-async def _lock(session: AsyncSession, chat: Chat) -> list[ChatAgentLink]:
-    """Lock the chat (PostgreSQL; SQLite serialises writers) and load its links: concurrent
-    takeovers, handbacks and the job runner's batching see each other's result."""
-    await session.refresh(chat, with_for_update={"key_share": True})
-    links = await session.scalars(
-        select(ChatAgentLink)
-        .where(ChatAgentLink.chat_id == chat.id)
-        .order_by(ChatAgentLink.created_at, ChatAgentLink.id)
-        .with_for_update()
-    )
-    return list(links)
-
-
 async def take_over(session: AsyncSession, hub: Hub, principal: Principal, chat: Chat) -> Chat:
     assert principal.user is not None
-    links = await _lock(session, chat)
+    links = await lock_for_link_change(session, chat)
     paused = []
     for link in links:
         if link.active:
@@ -70,7 +62,7 @@ async def hand_back(
     chat: Chat,
     agent_ids: Sequence[str] | None,
 ) -> Chat:
-    links = await _lock(session, chat)
+    links = await lock_for_link_change(session, chat)
     if agent_ids is None:
         resumed = [link for link in links if link.paused_by_takeover]
     else:
