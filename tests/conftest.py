@@ -9,6 +9,9 @@ from the Alembic migrations (so they are tested too); tables are emptied between
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,17 +19,22 @@ from typing import Any
 
 import httpx2
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from agenthub import security
 from agenthub.app import create_app
 from agenthub.hub import Hub
 from agenthub.migrate import upgrade_database
 from agenthub.models import ApiToken, Base, ChannelMember, Role, User
 from agenthub.security import hash_token, new_token
 from agenthub.settings import Settings
+from tests.fake_platform import wait_until
 from tests.hypothesis_budget import load_profile as load_hypothesis_profile
 from tests.services import POSTGRES_ADMIN_URL, require_postgres
 
@@ -60,6 +68,21 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for nodeid, seconds in slowest:
         terminalreporter.write_line(f"{seconds:7.2f}s  {nodeid}")
     terminalreporter.write_line("The budget for the whole suite is in docs/testing.md.")
+
+
+@pytest.fixture
+def real_argon2() -> None:
+    """Asked for by a test that needs the real password hashing cost (timing, for one)."""
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id at its cheapest in this process: a real hash costs ~0.3 s of CPU here, and the
+    suite hashes on every signup, login and user it creates through the API. Processes the
+    tests start (serve, create-admin) hash for real."""
+    if "real_argon2" not in request.fixturenames:
+        cheap = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+        monkeypatch.setattr(security, "_password_hash", cheap)
 
 
 @pytest.fixture(scope="session")
@@ -216,3 +239,47 @@ def make_user(hub: Hub):  # type: ignore[no-untyped-def]
 async def admin(make_user) -> Caller:  # type: ignore[no-untyped-def]
     caller: Caller = await make_user(Role.ADMIN, username="admin")
     return caller
+
+
+# --- a live server (WebSocket tests) ---------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # in the test process's main thread: leave its signal handlers alone
+
+
+@pytest.fixture
+async def live(app_and_hub: tuple[object, Hub]) -> AsyncIterator[str]:
+    """host:port of a uvicorn server running the app (whose lifespan the fixture already ran)."""
+    app, _ = app_and_hub
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    def started() -> None:
+        assert not task.done(), "uvicorn stopped"
+        assert server.started
+
+    await wait_until(started)
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def http(live: str) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(base_url=f"http://{live}", timeout=10) as client:
+        yield client

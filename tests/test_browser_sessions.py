@@ -30,13 +30,11 @@ from agenthub.models import Role, User
 from agenthub.sessions import SESSION_COOKIE, origin_of
 from agenthub.settings import Settings
 from tests.conftest import Caller, _empty_tables, app_for
-from tests.test_websocket import (  # noqa: F401 (fixtures)
+from tests.test_websocket import (
     FRAME_TIMEOUT,
     Dashboard,
     contact_says,
     create_api_channel,
-    http,
-    live,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
@@ -319,7 +317,7 @@ def test_origins_are_compared_as_origins() -> None:
 
 @contextlib.asynccontextmanager
 async def cookie_board(
-    live: str,  # noqa: F811
+    live: str,
     token: str,
     origin: str | None,
     query: str = "",
@@ -335,8 +333,8 @@ async def cookie_board(
 
 
 async def test_the_websocket_takes_the_cookie_from_the_public_origin(
-    live: str,  # noqa: F811
-    http: httpx2.AsyncClient,  # noqa: F811
+    live: str,
+    http: httpx2.AsyncClient,
     admin: Caller,
 ) -> None:
     channel = await create_api_channel(http, admin)
@@ -357,7 +355,7 @@ async def test_the_websocket_takes_the_cookie_from_the_public_origin(
 
 
 async def expect_closed_1008(
-    live: str,  # noqa: F811
+    live: str,
     token: str,
     origin: str | None,
     query: str = "",
@@ -370,7 +368,7 @@ async def expect_closed_1008(
 
 
 async def test_the_websocket_refuses_the_cookie_from_elsewhere(
-    live: str,  # noqa: F811
+    live: str,
     admin: Caller,
 ) -> None:
     for origin in (None, "https://evil.test", "null", "http://hub.test:9999"):

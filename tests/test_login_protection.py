@@ -25,8 +25,6 @@ import httpx2
 import pytest
 import redis.asyncio
 from asgi_lifespan import LifespanManager
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 
 from agenthub import security
 from agenthub.auth import service
@@ -57,18 +55,6 @@ def settings(settings: Settings) -> Settings:
             "login_failure_window_seconds": WINDOW,
         }
     )
-
-
-@pytest.fixture
-def real_argon2() -> None:
-    """Asked for by a test that needs the real password hashing cost."""
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if "real_argon2" not in request.fixturenames:
-        cheap = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
-        monkeypatch.setattr(security, "_password_hash", cheap)
 
 
 async def make_login_user(hub: Hub, password_hash: str | None = None) -> str:

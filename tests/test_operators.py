@@ -15,7 +15,9 @@ from agenthub.settings import Settings
 from tests.agent_server import FakeAgent, Request, eventually, reply, respond
 from tests.conftest import Caller
 from tests.factories import make_agent, make_channel, make_chat
+from tests.fake_platform import FakePlatform, Reply
 from tests.test_agent_delivery import World, make_world
+from tests.test_api_channel import _chat_with_callback
 
 pytestmark = pytest.mark.anyio
 
@@ -38,6 +40,13 @@ def settings(settings: Settings) -> Settings:
 async def agent() -> Any:
     async with FakeAgent() as server:
         yield server
+
+
+@pytest.fixture
+def receiver() -> Any:
+    """An `api` channel's callback endpoint (where the hub pushes outbound messages)."""
+    with FakePlatform(default=Reply(200, json={"received": True})) as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -464,3 +473,24 @@ async def test_an_attempt_failing_after_the_takeover_is_not_retried(
     assert len(agent.requests) == 1, "a paused agent gets no retry"
     chat = await world.chat(chat_id)
     assert chat["needs_human"] is False and chat["handled_by"] == "human"
+
+
+async def test_a_note_never_reaches_the_platform(
+    client: httpx2.AsyncClient, admin: Caller, receiver: FakePlatform
+) -> None:
+    """An `api` channel pushes every outbound message to its callback URL: the note must not
+    be among them, and the reply sent after it goes alone."""
+    _, chat_id = await _chat_with_callback(client, admin, receiver)
+    secret = "internal: refund approved by finance"
+    noted = await client.post(
+        f"/chats/{chat_id}/notes", json={"content": secret}, headers=admin.headers
+    )
+    assert noted.status_code == 201, noted.text
+    sent = await client.post(
+        f"/chats/{chat_id}/messages", json={"content": "All sorted!"}, headers=admin.headers
+    )
+    assert sent.status_code == 201, sent.text
+    [request] = await receiver.wait_for(1)
+    assert "All sorted!" in request.body.decode()
+    await asyncio.sleep(QUIET)
+    assert all(secret not in r.body.decode() for r in receiver.requests()), "a note leaked"

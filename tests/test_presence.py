@@ -45,7 +45,7 @@ from tests.conftest import Caller
 from tests.factories import make_channel, make_chat
 from tests.procs import SECRET_KEY, RedisServer, ServeProcess, hub_env, scratch_database, stop_all
 from tests.services import REDIS_URL, require_redis
-from tests.test_websocket import Dashboard, dashboard, http, live  # noqa: F401 (fixtures)
+from tests.test_websocket import Dashboard, dashboard
 
 pytestmark = [pytest.mark.anyio]
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -66,9 +66,9 @@ def settings(settings: Settings) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def board(live: str, token: str) -> AsyncIterator[Dashboard]:  # noqa: F811
+async def board(address: str, token: str) -> AsyncIterator[Dashboard]:
     """A socket whose subscription is in place (the pong comes after it)."""
-    async with dashboard(live, token) as socket:
+    async with dashboard(address, token) as socket:
         await socket.send({"type": "ping"})
         await socket.of_type("pong")
         yield socket
@@ -109,7 +109,7 @@ async def world(hub: Hub, make_user: Any) -> World:
 
 @sqlite_only
 async def test_viewing_and_typing_are_announced_then_lapse(
-    live: str,  # noqa: F811
+    live: str,
     hub: Hub,
     make_user: Any,
     admin: Caller,
@@ -161,7 +161,7 @@ async def test_viewing_and_typing_are_announced_then_lapse(
 
 @sqlite_only
 async def test_presence_is_per_socket_and_ends_at_disconnect(
-    live: str,  # noqa: F811
+    live: str,
     hub: Hub,
     make_user: Any,
 ) -> None:
@@ -190,7 +190,7 @@ async def test_presence_is_per_socket_and_ends_at_disconnect(
 
 @sqlite_only
 async def test_signals_for_chats_out_of_reach_are_refused(
-    live: str,  # noqa: F811
+    live: str,
     hub: Hub,
     make_user: Any,
     admin: Caller,
@@ -220,7 +220,7 @@ async def test_signals_for_chats_out_of_reach_are_refused(
 
 
 async def test_read_markers_and_unread_counts_are_per_user(
-    live: str,  # noqa: F811
+    live: str,
     hub: Hub,
     make_user: Any,
 ) -> None:

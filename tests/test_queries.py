@@ -134,6 +134,8 @@ LISTINGS = [
     ("/channels/{channel_id}/chats", "chats"),
     ("/chats/{chat_id}/messages", "messages"),
     ("/chats/{chat_id}/deliveries", None),
+    ("/inbox", "chats"),
+    ("/chats/{chat_id}/timeline", "items"),
 ]
 
 
@@ -183,6 +185,8 @@ async def test_member_and_agent_listings_are_also_flat(
         (member.headers, "/channels/{channel_id}/chats", "chats"),
         (member.headers, "/chats/{chat_id}/messages", "messages"),
         (member.headers, "/channels", None),
+        (member.headers, "/inbox", "chats"),
+        (member.headers, "/chats/{chat_id}/timeline", "items"),
         (agent_headers, "/chats/{chat_id}/messages", "messages"),
     ]
     for headers in (member.headers, agent_headers):

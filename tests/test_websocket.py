@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx2
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -21,53 +19,12 @@ from agenthub.hub import Hub
 from agenthub.models import Role
 from tests.conftest import Caller
 from tests.factories import make_agent
-from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers, wait_until
+from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
 
 Event = dict[str, Any]
 FRAME_TIMEOUT = 5.0
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # in the test process's main thread: leave its signal handlers alone
-
-
-@pytest.fixture
-async def live(app_and_hub: tuple[object, Hub]) -> AsyncIterator[str]:
-    """host:port of a uvicorn server running the app (whose lifespan the fixture already ran)."""
-    app, _ = app_and_hub
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=2,
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-
-    def started() -> None:
-        assert not task.done(), "uvicorn stopped"
-        assert server.started
-
-    await wait_until(started)
-    try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
-@pytest.fixture
-async def http(live: str) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(base_url=f"http://{live}", timeout=10) as client:
-        yield client
 
 
 class Dashboard:

@@ -102,7 +102,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def _data_error(_: Request, exc: DataError) -> JSONResponse:
         # The database refused a value the schema let through (PostgreSQL: a NUL character).
-        return JSONResponse({"detail": "A value cannot be stored (e.g. it contains NUL)"}, 422)
+        # The same shape as every other 422: a list of `{type, loc, msg}`.
+        error = {
+            "type": "unstorable_value",
+            "loc": ["body"],
+            "msg": "A value cannot be stored (e.g. it contains NUL)",
+        }
+        return JSONResponse({"detail": [error]}, 422)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -123,7 +123,7 @@ class Hub:
             _, pending = await asyncio.wait(self.tasks, timeout=5)
             for task in pending:
                 task.cancel()
-        await self.presence.stop()  # announces its sockets' departure: before the bus stops
+        await self.presence.stop()
         await self.events.stop()
         await self.http.aclose()
         await self.db.dispose()

@@ -48,10 +48,10 @@ class FieldError(BaseModel):
 
 
 class ValidationErrorOut(BaseModel):
-    """422: the refused inputs, located in the request, whether validation or a service found
-    them; or, for a value the database cannot store (PostgreSQL: a NUL character), a message."""
+    """422: the refused inputs, located in the request, whether validation, a service or the
+    database (PostgreSQL refuses a NUL character) found them."""
 
-    detail: list[FieldError] | str
+    detail: list[FieldError]
 
 
 _DESCRIPTIONS = {

@@ -1,4 +1,24 @@
-"""`GET /ws?token=…[&last_event_id=N]`: live events for operators' dashboards."""
+"""`GET /ws?token=…[&last_event_id=N]`: live events for operators' dashboards.
+
+The events and commands are documented in docs/api.md (WebSocket) and docs/operators.md.
+
+- **Who.** The `token` query parameter when there is one (even empty), else the
+  `agenthub_session` cookie, taken only when the handshake's `Origin` is the public URL's
+  origin (`sessions.websocket_token`). Users only: a refused token, or an agent's, is accepted
+  and then closed with 1008, so a browser sees the code rather than a failed handshake.
+- **What.** The bus's events (after `last_event_id` first, when given) for the channels the
+  user may read (admins: every channel), narrowed by `subscribe`. An event carrying `user_id`
+  goes only to that user's sockets (`chat_read`: a read marker moved); keys starting with `_`
+  never leave the hub. Each socket fills in the `unread_count` of `chat_updated` chats for its
+  own user, from the event's `_contact_message_count` and the user's read markers
+  (`_ReadCounts`, kept current by the user's `chat_read` events).
+- **Access changes.** `access_changed` (internal, never forwarded) makes the socket re-check
+  its token and channel grants before it forwards anything published later; lost access
+  closes it with 1008. A socket the bus cut off for falling behind is closed with 1013.
+- **Commands.** `ping`, `subscribe {channel_ids}`, and the presence signals `viewing` and
+  `typing {chat_id}` for chats the user may read (`runtime/presence.py`); everything a socket
+  signalled ends when it disconnects.
+"""
 
 from __future__ import annotations
 

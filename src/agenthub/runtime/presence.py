@@ -129,13 +129,15 @@ class _PresenceBase:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="agenthub-presence")
 
     async def stop(self) -> None:
+        """Stops sweeping. Departures are not announced here: the server closes its sockets
+        first, and each socket's handler leaves; whatever is left lapses (other processes
+        sweep it). Publishing here, just before the bus stops, also made the Redis bus's
+        stop wait for its reader's socket timeout (10 s): cancelling the reader while it is
+        receiving an event does not take."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        # Sockets still open at shutdown: their presence ends with this process.
-        for watcher in list(self._touched):
-            await self.leave(watcher)
 
     async def _sweep_forever(self) -> None:
         while True:

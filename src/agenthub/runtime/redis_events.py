@@ -111,8 +111,9 @@ class RedisStreamEventBus:
     async def stop(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            # Bounded: a reader cancelled in the middle of a blocking XREAD can take the
+            # client's whole socket timeout to notice. Closing the client below ends it anyway.
+            await asyncio.wait({self._reader}, timeout=1)
         for subscriber in self._subscribers:
             subscriber.overflowed = True
             if not subscriber.queue.full():
