@@ -10,8 +10,8 @@ The events and commands are documented in docs/api.md (WebSocket) and docs/opera
   user may read (admins: every channel), narrowed by `subscribe`. An event carrying `user_id`
   goes only to that user's sockets (`chat_read`: a read marker moved); keys starting with `_`
   never leave the hub. Each socket fills in the `unread_count` of `chat_updated` chats for its
-  own user, from the event's `_contact_message_count` and the user's read markers
-  (`_ReadCounts`, kept current by the user's `chat_read` events).
+  own user, from the event's `_contact_message_count` and the user's read marker for the
+  chat (`_ReadCounts`, kept current by the user's `chat_read` events).
 - **Access changes.** `access_changed` (internal, never forwarded) makes the socket re-check
   its token and channel grants before it forwards anything published later; lost access
   closes it with 1008. A socket the bus cut off for falling behind is closed with 1013.
@@ -197,33 +197,33 @@ async def _forward(socket: _Socket, stream: Any, access: _Access) -> None:
 
 class _ReadCounts:
     """The socket user's read markers (chat id → `read_contact_count`; 0 without a row), for
-    the unread counts of `chat_updated` events: loaded with one query when first needed, then
-    kept current from the user's own `chat_read` events (published after their commit, so a
-    load never misses one the stream has not brought yet)."""
+    the unread counts of `chat_updated` events: each chat's read from the database when first
+    needed (one primary-key lookup), then kept current from the user's own `chat_read` events
+    (published after their commit, so the database never holds less than an event says)."""
 
     def __init__(self, hub: Hub, user_id: str) -> None:
         self.hub = hub
         self.user_id = user_id
-        self.counts: dict[str, int] | None = None
+        self.counts: dict[str, int] = {}
 
     def note(self, event: dict[str, Any]) -> None:
         count = event.get("_read_contact_count")
-        if self.counts is None or not isinstance(count, int):
-            return  # not loaded yet: the load will read it from the database
+        if not isinstance(count, int):
+            return
         chat_id = str(event.get("chat_id"))
-        # Markers only move forward: an event older than the load must not move one back.
+        # Markers only move forward: an event older than a lookup must not move one back.
         self.counts[chat_id] = max(self.counts.get(chat_id, 0), count)
 
     async def unread(self, chat_id: str, contact_count: int) -> int:
-        if self.counts is None:
+        if chat_id not in self.counts:
             async with self.hub.db.session(read_only=True) as session:
-                rows = await session.execute(
-                    select(ChatRead.chat_id, ChatRead.read_contact_count).where(
-                        ChatRead.user_id == self.user_id
+                count = await session.scalar(
+                    select(ChatRead.read_contact_count).where(
+                        ChatRead.user_id == self.user_id, ChatRead.chat_id == chat_id
                     )
                 )
-                self.counts = {chat: count for chat, count in rows}
-        return max(0, contact_count - self.counts.get(chat_id, 0))
+            self.counts[chat_id] = max(self.counts.get(chat_id, 0), count or 0)
+        return max(0, contact_count - self.counts[chat_id])
 
 
 class _Signals:
