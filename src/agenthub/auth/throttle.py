@@ -17,11 +17,10 @@ further attempts get 429 (with `Retry-After`) until the window lets them through
 - **A success is checked again after the password was verified**: a burst of parallel guesses
   all pass the first check before any of them is counted, so a correct guess that arrives
   once the burst has filled the window is refused too.
-- **The client address is the socket peer** (`request.client.host`): proxy headers
-  (`X-Forwarded-For`) are not trusted, as nothing says which proxy to trust. Behind a reverse
-  proxy every client shares the proxy's address, so only the per-username limit is useful
-  there unless the server is told the real peer (uvicorn's `--proxy-headers` with
-  `--forwarded-allow-ips` rewrites `request.client`). Without a peer (some ASGI servers on a
+- **The client address is the peer as the ASGI server reports it** (`request.client.host`).
+  uvicorn rewrites it from `X-Forwarded-For` only for a proxy at `127.0.0.1` (its
+  `FORWARDED_ALLOW_IPS` widens that); behind a proxy elsewhere every client shares the proxy's
+  address, and only the per-username limit tells them apart. Without a peer (some ASGI servers on a
   Unix socket) only the username is counted.
 - **Where the counters live**: in this process's memory without `AGENTHUB_REDIS_URL`; in Redis
   with it, so every `serve` process sees the same counts. Should Redis fail, each process

@@ -357,6 +357,7 @@ async def pause_link(session: AsyncSession, hub: Hub, link: ChatAgentLink) -> No
         .values(
             status=AgentDeliveryStatus.CANCELLED,
             completed_at=now,
+            next_attempt_at=None,
             last_error="cancelled: the agent was paused in this chat",
         )
         .execution_options(synchronize_session=False)

@@ -357,6 +357,7 @@ _OUTCOME_VALUES: dict[str, dict[str, Any]] = {
     "cancelled": {
         "status": str(AgentDeliveryStatus.CANCELLED),
         "completed_at": bindparam("b_now", type_=_AT),
+        "next_attempt_at": None,
         "last_error": bindparam("b_error", type_=Text()),
     },
 }
