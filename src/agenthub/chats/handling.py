@@ -62,7 +62,7 @@ async def refresh_handled_by(session: AsyncSession, chats: Sequence[Chat] | Sele
         .returning(Chat.id, Chat.handled_by)
         .execution_options(synchronize_session=False)
     )
-    values = dict(rows.tuples().all())
+    values = {key: value for key, value in rows.all()}
     if isinstance(chats, Sequence):
         for chat in chats:
             set_committed_value(chat, "handled_by", values.get(chat.id, chat.handled_by))

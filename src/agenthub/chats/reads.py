@@ -103,7 +103,7 @@ async def read_counts(
             ChatRead.user_id == user_id, ChatRead.chat_id.in_(ids)
         )
     )
-    return dict(rows.tuples().all())
+    return {key: value for key, value in rows.all()}
 
 
 def chat_read_event(mark: ReadMark) -> dict[str, Any]:

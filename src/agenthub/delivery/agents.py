@@ -172,11 +172,16 @@ _DUE_ATTEMPTS = (
         CHATS.c.external_id.label("chat_external_id"),
         CHANNELS.c.id.label("channel_id"),
         CHANNELS.c.platform,
+        LINKS.c.active.label("link_active"),
     )
     .select_from(
         DELIVERIES.join(AGENTS, AGENTS.c.id == DELIVERIES.c.agent_id)
         .join(CHATS, CHATS.c.id == DELIVERIES.c.chat_id)
         .join(CHANNELS, CHANNELS.c.id == CHATS.c.channel_id)
+        .outerjoin(
+            LINKS,
+            (LINKS.c.chat_id == DELIVERIES.c.chat_id) & (LINKS.c.agent_id == DELIVERIES.c.agent_id),
+        )
     )
     .where(
         DELIVERIES.c.status == PENDING,
@@ -197,6 +202,19 @@ _CLAIM = (
 )
 
 
+_CANCEL = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("b_id"))
+    .values(
+        status=str(AgentDeliveryStatus.CANCELLED),
+        completed_at=bindparam("b_now", type_=DELIVERIES.c.completed_at.type),
+        next_attempt_at=None,
+        locked_until=None,
+        last_error="cancelled: the agent was paused in this chat while an attempt was lost",
+    )
+)
+
+
 async def claim_due_attempts(
     session: AsyncSession,
     now: datetime,
@@ -207,6 +225,14 @@ async def claim_due_attempts(
     """Lease due deliveries for one attempt each (for the agent's timeout + `lease_margin`);
     a crashed attempt's lease simply expires."""
     rows = (await session.execute(_DUE_ATTEMPTS, {"b_now": now, "b_limit": limit})).all()
+    paused = [row.id for row in rows if not row.link_active]
+    if paused:
+        # An attempt lost in flight (its worker died) when the link was paused or removed:
+        # pausing left it alone because it was leased; now that the lease ran out, it ends.
+        await session.execute(
+            _CANCEL, [{"b_id": delivery_id, "b_now": now} for delivery_id in paused]
+        )
+        rows = [row for row in rows if row.link_active]
     if not rows:
         return []
     await session.execute(

@@ -84,6 +84,9 @@ async def _hand_off(
     )
     if link is not None:
         await pause_link(session, hub, link)
+        # Paused by the agent itself, not by a takeover: a plain handback leaves it paused
+        # (an operator names it in `agent_ids` to bring it back), whenever the handoff came.
+        link.paused_by_takeover = False
     await record_event(
         session,
         chat,

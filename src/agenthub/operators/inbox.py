@@ -113,7 +113,7 @@ async def inbox_page(
         query = query.where(_AFTER_CURSOR)
     query = query.order_by(Chat.activity_at.desc(), Chat.id.desc()).limit(limit + 1)
     result = await session.execute(query, params)
-    rows = [InboxRow(chat, channel, count or 0) for chat, channel, count in result.tuples()]
+    rows = [InboxRow(chat, channel, count or 0) for chat, channel, count in result.all()]
     has_more = len(rows) > limit
     rows = rows[:limit]
     return InboxPage(rows, has_more, encode_cursor(rows[-1].chat) if has_more else None)
