@@ -1,4 +1,4 @@
-"""`python -m bench`: run the measurements and print Markdown tables (about 3 minutes).
+"""`python -m bench`: run the measurements and print Markdown tables (about 6.5 minutes).
 
 (a) Inbound throughput: signed Twilio webhooks with unique MessageSids from `--connections`
     keep-alive connections (closed loop), against `agenthub serve` on SQLite (one process, no
@@ -11,6 +11,9 @@
 (c) The production setup (bench/multiprocess.py): (a) and (b) again with 1 and 2 `agenthub serve`
     processes and 2 `agenthub worker`s on PostgreSQL + Redis (skipped when they are not
     reachable, or with `--no-multiprocess`).
+(d) The operator inbox at scale (bench/inbox.py): 100,000 seeded chats on SQLite and on
+    PostgreSQL, server time of `GET /inbox` pages and `GET /inbox/counts` in-process, and the
+    plans of their SQL (`--only inbox`: this part alone, about 3.5 minutes; `--no-inbox` skips it).
 """
 
 from __future__ import annotations
@@ -66,14 +69,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--contacts", type=int, default=100)
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
-        "--only", choices=["throughput", "latency", "multiprocess"], help="run one part"
+        "--only", choices=["throughput", "latency", "multiprocess", "inbox"], help="run one part"
     )
     parser.add_argument(
         "--no-multiprocess", action="store_true", help="skip (c), the PostgreSQL + Redis setup"
     )
-    from bench import multiprocess
+    parser.add_argument("--no-inbox", action="store_true", help="skip (d), the inbox at scale")
+    from bench import inbox, multiprocess
 
     multiprocess.add_arguments(parser)
+    inbox.add_arguments(parser)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args()
 
@@ -534,7 +539,7 @@ def report(
 
 
 async def run(args: argparse.Namespace) -> None:
-    prefix, load_cpus = ([], None) if args.no_pin else pinning()
+    prefix, load_cpus = ([], None) if args.no_pin or args.only == "inbox" else pinning()
     if load_cpus:
         os.sched_setaffinity(0, load_cpus)
     info = machine()
@@ -558,6 +563,11 @@ async def run(args: argparse.Namespace) -> None:
             from bench import multiprocess
 
             c = await multiprocess.run(args, workdir, rates)
+        d = None
+        if args.only == "inbox" or (args.only is None and not args.no_inbox):
+            from bench import inbox
+
+            d = await inbox.run(args)
     except BaseException:
         print(f"failed; the servers' logs are in {workdir}", file=sys.stderr)
         raise
@@ -570,10 +580,15 @@ async def run(args: argparse.Namespace) -> None:
 
         print()
         print(multiprocess.report(c))
+    if d is not None:
+        from bench import inbox
+
+        print()
+        print(inbox.report(d, plans=args.inbox_plans))
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"machine": info, "throughput": a, "latency": bs, "multiprocess": c},
+                {"machine": info, "throughput": a, "latency": bs, "multiprocess": c, "inbox": d},
                 indent=2,
                 default=str,
             )

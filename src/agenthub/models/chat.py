@@ -42,11 +42,12 @@ class Chat(Base):
     __table_args__ = (
         UniqueConstraint("channel_id", "external_id"),
         Index("ix_chats_channel_activity", "channel_id", "last_message_ts"),
-        # The inbox: every view is one of these index ranges, newest activity first.
-        Index("ix_chats_inbox_activity", "activity_at", "id"),
+        # The inbox: every view is one of these index ranges, newest activity first. The
+        # trailing channel_id lets a member's page test each entry's channel in the index.
+        Index("ix_chats_inbox_activity", "activity_at", "id", "channel_id"),
         Index("ix_chats_inbox_channel", "channel_id", "activity_at", "id"),
-        Index("ix_chats_inbox_handled_by", "handled_by", "activity_at", "id"),
-        Index("ix_chats_inbox_assigned", "assigned_user_id", "activity_at", "id"),
+        Index("ix_chats_inbox_handled_by", "handled_by", "activity_at", "id", "channel_id"),
+        Index("ix_chats_inbox_assigned", "assigned_user_id", "activity_at", "id", "channel_id"),
         # The counts: one pass over this index, never over the table.
         Index(
             "ix_chats_inbox_counts",

@@ -16,14 +16,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, case, func, select, tuple_
+from sqlalchemy import Select, and_, bindparam, case, exists, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.access import readable_channel_ids, scope_chats
 from agenthub.chats.service import chat_filters
 from agenthub.deps import Principal
 from agenthub.errors import InvalidInput
-from agenthub.models import Channel, Chat, ChatRead, HandledBy
+from agenthub.models import Channel, ChannelMember, Chat, ChatRead, HandledBy
 
 
 class InboxView(StrEnum):
@@ -106,7 +106,7 @@ async def inbox_page(
         .join(Channel, Channel.id == Chat.channel_id)
         .outerjoin(ChatRead, and_(ChatRead.chat_id == Chat.id, ChatRead.user_id == user_id))
     )
-    query = _narrowed(scope_chats(query, principal), view, user_id, channel_id, q)
+    query = _narrowed(_scoped_page(query, principal), view, user_id, channel_id, q)
     params: dict[str, Any] = {}
     if cursor is not None:
         params["b_cursor_at"], params["b_cursor_id"] = decode_cursor(cursor)
@@ -117,6 +117,19 @@ async def inbox_page(
     has_more = len(rows) > limit
     rows = rows[:limit]
     return InboxPage(rows, has_more, encode_cursor(rows[-1].chat) if has_more else None)
+
+
+def _scoped_page(query: Select[Any], principal: Principal) -> Select[Any]:
+    """A member's chats as a correlated EXISTS, not `channel_id IN (subquery)`: SQLite (no
+    statistics) plans the IN as one range per channel over a channel_id index, reads every
+    chat of the member's channels and sorts them before the LIMIT; with EXISTS it walks the
+    view's index in order and stops at the end of the page. PostgreSQL plans both the same."""
+    if principal.user is None or principal.is_admin:
+        return scope_chats(query, principal)
+    member = exists().where(
+        ChannelMember.user_id == principal.user.id, ChannelMember.channel_id == Chat.channel_id
+    )
+    return query.where(member)
 
 
 def _narrowed(

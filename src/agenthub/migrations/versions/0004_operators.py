@@ -121,9 +121,13 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("activity_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.drop_index(batch_op.f("ix_chats_assigned_user_id"))
-        batch_op.create_index("ix_chats_inbox_activity", ["activity_at", "id"], unique=False)
         batch_op.create_index(
-            "ix_chats_inbox_assigned", ["assigned_user_id", "activity_at", "id"], unique=False
+            "ix_chats_inbox_activity", ["activity_at", "id", "channel_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_chats_inbox_assigned",
+            ["assigned_user_id", "activity_at", "id", "channel_id"],
+            unique=False,
         )
         batch_op.create_index(
             "ix_chats_inbox_channel", ["channel_id", "activity_at", "id"], unique=False
@@ -134,7 +138,9 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(
-            "ix_chats_inbox_handled_by", ["handled_by", "activity_at", "id"], unique=False
+            "ix_chats_inbox_handled_by",
+            ["handled_by", "activity_at", "id", "channel_id"],
+            unique=False,
         )
 
     _backfill_chats()
