@@ -45,11 +45,25 @@ load_hypothesis_profile()
 # --- ordering and reporting --------------------------------------------------------------------
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests with real processes first: they are the longest, so starting them last would leave
-    one xdist worker busy after the other is done. (Every worker sorts the same way, so they
-    still collect the same order.)"""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `database_independent` run on SQLite only (their PostgreSQL copies are
+    deselected). Then tests with real processes first: they are the longest, so starting them
+    last would leave one xdist worker busy after the other is done. (Every worker sorts the
+    same way, so they still collect the same order.)"""
+    postgres_copies = [item for item in items if _postgres_copy_of_independent(item)]
+    if postgres_copies:
+        config.hook.pytest_deselected(items=postgres_copies)
+        items[:] = [item for item in items if not _postgres_copy_of_independent(item)]
     items.sort(key=lambda item: item.get_closest_marker("multiprocess") is None)
+
+
+def _postgres_copy_of_independent(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return (
+        item.get_closest_marker("database_independent") is not None
+        and callspec is not None
+        and callspec.params.get("database_url") == "postgresql"
+    )
 
 
 _DURATIONS: dict[str, float] = {}

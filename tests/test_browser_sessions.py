@@ -38,7 +38,7 @@ from tests.test_websocket import (
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+sqlite_only = pytest.mark.database_independent
 
 ORIGIN = "http://hub.test"  # the origin of the suite's AGENTHUB_PUBLIC_URL
 PASSWORD = "browser-password"

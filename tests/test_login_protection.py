@@ -38,7 +38,7 @@ from tests.procs import RedisServer, ServeProcess, free_port, hub_env, scratch_d
 from tests.services import REDIS_URL, require_redis
 
 pytestmark = pytest.mark.anyio
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+sqlite_only = pytest.mark.database_independent
 
 PER_USERNAME = 3
 PER_ADDRESS = 5

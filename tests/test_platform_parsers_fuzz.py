@@ -416,7 +416,7 @@ CREDENTIALS: dict[str, dict[str, str]] = {
     "whapi": {"token": "fuzz-token", "webhook_secret": "fuzz-secret"},
 }
 PARSER_SETTINGS = settings(
-    max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck)
+    max_examples=examples(200), deadline=None, suppress_health_check=list(HealthCheck)
 )
 
 
@@ -583,7 +583,7 @@ async def create_channel(client: httpx2.AsyncClient, admin: Caller, platform: st
 
 
 ENDPOINT_SETTINGS = settings(
-    max_examples=examples(120),  # about 40 per platform
+    max_examples=examples(90),  # about 30 per platform
     deadline=None,
     database=None,
     suppress_health_check=[

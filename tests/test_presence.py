@@ -48,7 +48,7 @@ from tests.services import REDIS_URL, require_redis
 from tests.test_websocket import Dashboard, dashboard
 
 pytestmark = [pytest.mark.anyio]
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+sqlite_only = pytest.mark.database_independent
 
 VIEWING_SECONDS = 1.5
 TYPING_SECONDS = 0.3

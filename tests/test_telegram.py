@@ -22,7 +22,9 @@ from tests.factories import make_agent
 from tests.fake_platform import FakePlatform, Recorded, Reply, wait_until
 from tests.platform_helpers import HubReader, assert_ack, send_user_message
 
-pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
+# Parsing, signatures and platform calls: the storage path they share is tested on both
+# databases elsewhere (test_intake, test_agent_delivery, test_platform_parsers_fuzz).
+pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs, pytest.mark.database_independent]
 
 PUBLIC_URL = "http://hub.test"
 BOT_TOKEN = "7311234567:AAHk3vXJ9mQ2pL8nR4sT6uW0yZ1aB3cD5eF"

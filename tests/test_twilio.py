@@ -26,7 +26,9 @@ from tests.fake_platform import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
+# Parsing, signatures and platform calls: the storage path they share is tested on both
+# databases elsewhere (test_intake, test_agent_delivery, test_platform_parsers_fuzz).
+pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs, pytest.mark.database_independent]
 
 PUBLIC_URL = "http://hub.test"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2

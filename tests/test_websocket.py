@@ -21,7 +21,9 @@ from tests.conftest import Caller
 from tests.factories import make_agent
 from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers
 
-pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
+# The event bus and sockets: no SQL of their own beyond what the API tests cover on both
+# databases.
+pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs, pytest.mark.database_independent]
 
 Event = dict[str, Any]
 FRAME_TIMEOUT = 5.0
