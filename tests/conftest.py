@@ -34,6 +34,7 @@ from agenthub.migrate import upgrade_database
 from agenthub.models import ApiToken, Base, ChannelMember, Role, User
 from agenthub.security import hash_token, new_token
 from agenthub.settings import Settings
+from tests.agent_server import FakeAgent
 from tests.fake_platform import wait_until
 from tests.hypothesis_budget import load_profile as load_hypothesis_profile
 from tests.services import POSTGRES_ADMIN_URL, require_postgres
@@ -253,6 +254,13 @@ def make_user(hub: Hub):  # type: ignore[no-untyped-def]
 async def admin(make_user) -> Caller:  # type: ignore[no-untyped-def]
     caller: Caller = await make_user(Role.ADMIN, username="admin")
     return caller
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[FakeAgent]:
+    """A loopback agent (`tests/agent_server.py`) on the test's event loop."""
+    async with FakeAgent() as server:
+        yield server
 
 
 # --- a live server (WebSocket tests) ---------------------------------------------------------

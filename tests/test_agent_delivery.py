@@ -15,7 +15,6 @@ import json
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -58,12 +57,6 @@ def settings(settings: Settings) -> Settings:
             "job_sweep_seconds": 0.05,
         }
     )
-
-
-@pytest.fixture
-async def agent() -> AsyncIterator[FakeAgent]:
-    async with FakeAgent() as server:
-        yield server
 
 
 # --- the world, through the API -------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -39,16 +40,17 @@ from agenthub.delivery.timing import (
     retry_after_delay,
 )
 from agenthub.hub import Hub
-from agenthub.models import AgentDelivery, AgentDeliveryStatus, Base
+from agenthub.models import AgentDelivery, AgentDeliveryStatus
 from agenthub.platforms.base import InboundMessage
 from agenthub.settings import Settings
 from agenthub.webhooks.service import store_contact_message
+from tests.conftest import _empty_tables
 from tests.factories import make_agent, make_channel
 from tests.hypothesis_budget import examples
+from tests.scheduler import BASE, FakeClock, scheduler_hub
 
 pytestmark = pytest.mark.anyio
 
-BASE = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
 # Attempts in flight stay well under the lease (agent timeout 10 s + 30 s margin), as the HTTP
 # timeout guarantees in production; from the third attempt on, an attempt always succeeds.
@@ -59,32 +61,11 @@ ALWAYS_SUCCEEDS_FROM_ATTEMPT = 3
 # --- the world ----------------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = BASE
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-async def bare_hub(settings: Settings):  # type: ignore[no-untyped-def]
+async def bare_hub(settings: Settings) -> AsyncIterator[Hub]:
     """A Hub on the test database with no job runner: the test is the scheduler."""
-    hub = Hub.from_settings(settings.model_copy(update={"delivery_max_attempts": 50}))
-    clock = FakeClock()
-    hub.clock = clock  # message timestamps (the buffer's arrival times) come from it too
-    await hub.events.start()
-    try:
+    async with scheduler_hub(settings, delivery_max_attempts=50) as hub:
         yield hub
-    finally:
-        await _empty_tables(hub)
-        await hub.close()
-
-
-async def _empty_tables(hub: Hub) -> None:
-    async with hub.db.transaction() as session:
-        for table in reversed(Base.metadata.sorted_tables):
-            await session.execute(table.delete())
 
 
 # --- scenarios ----------------------------------------------------------------------------

@@ -61,12 +61,6 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-async def agent() -> AsyncIterator[FakeAgent]:
-    async with FakeAgent() as server:
-        yield server
-
-
 @pytest.fixture(scope="module")
 def celery_worker(
     database_url: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory

@@ -4,7 +4,6 @@ with a chat, against a real loopback agent (tests/agent_server.py) and the hub's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -31,12 +30,6 @@ def settings(settings: Settings) -> Settings:
             "job_sweep_seconds": 0.05,
         }
     )
-
-
-@pytest.fixture
-async def agent() -> AsyncIterator[FakeAgent]:
-    async with FakeAgent() as server:
-        yield server
 
 
 async def events_until_done(world: World, hub: Hub, content: str, attempts: int) -> list[Event]:

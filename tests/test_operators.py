@@ -37,12 +37,6 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def agent() -> Any:
-    async with FakeAgent() as server:
-        yield server
-
-
-@pytest.fixture
 def receiver() -> Any:
     """An `api` channel's callback endpoint (where the hub pushes outbound messages)."""
     with FakePlatform(default=Reply(200, json={"received": True})) as fake:

@@ -23,8 +23,9 @@ order.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, currently_in_test_context, example, given, note
@@ -52,7 +53,6 @@ from agenthub.models import (
     AgentDelivery,
     AgentDeliveryStatus,
     ApiToken,
-    Base,
     Channel,
     Chat,
     ChatAgentLink,
@@ -69,11 +69,12 @@ from agenthub.platforms.base import InboundMessage
 from agenthub.security import hash_token, new_token, new_webhook_secret
 from agenthub.settings import Settings
 from agenthub.webhooks.service import store_contact_message
+from tests.conftest import _empty_tables
 from tests.hypothesis_budget import examples
+from tests.scheduler import BASE, FakeClock, scheduler_hub
 
 pytestmark = pytest.mark.anyio
 
-BASE = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
 CONTACT = "+15550001234"
 TIMEOUT_SECONDS = 10
@@ -89,38 +90,15 @@ def event(what: str) -> None:
         hypothesis_event(what)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = BASE
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-async def bare_hub(settings: Settings):  # type: ignore[no-untyped-def]
+async def bare_hub(settings: Settings) -> AsyncIterator[Hub]:
     """A Hub on the test database with no job runner: the test is the scheduler."""
-    hub = Hub.from_settings(
-        settings.model_copy(
-            update={
-                "delivery_max_attempts": MAX_ATTEMPTS,
-                "delivery_backoff_base_seconds": BACKOFF_BASE_SECONDS,
-            }
-        )
-    )
-    hub.clock = FakeClock()
-    await hub.events.start()
-    try:
+    overrides = {
+        "delivery_max_attempts": MAX_ATTEMPTS,
+        "delivery_backoff_base_seconds": BACKOFF_BASE_SECONDS,
+    }
+    async with scheduler_hub(settings, **overrides) as hub:
         yield hub
-    finally:
-        await _empty_tables(hub)
-        await hub.close()
-
-
-async def _empty_tables(hub: Hub) -> None:
-    async with hub.db.transaction() as session:
-        for table in reversed(Base.metadata.sorted_tables):
-            await session.execute(table.delete())
 
 
 # --- operations ---------------------------------------------------------------------------
