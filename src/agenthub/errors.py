@@ -75,6 +75,11 @@ class InvalidInput(DomainError):
     status_code = 422
 
     @classmethod
+    def at(cls, loc: Location, kind: str, msg: str) -> InvalidInput:
+        """One fault, at `loc` in the request (`("query", "cursor")`, `("body", "message_id")`)."""
+        return cls([{"type": kind, "loc": list(loc), "msg": msg}])
+
+    @classmethod
     def within(cls, prefix: Location, exc: ValidationError) -> InvalidInput:
         """`exc`'s errors, under `prefix` (where the validated value sits in the request)."""
         return cls(public_errors({**e, "loc": (*prefix, *e["loc"])} for e in exc.errors()))

@@ -124,23 +124,17 @@ async def _login_input(request: Request) -> LoginIn:
                 body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=10
             )
         except ValueError:  # not UTF-8 (percent-encoded or not), or too many fields
-            raise InvalidInput(
-                [{"type": "value_error", "loc": ["body"], "msg": "Not a valid UTF-8 form"}]
-            ) from None
+            raise InvalidInput.at(("body",), "value_error", "Not a valid UTF-8 form") from None
         raw = {}
         for name, value in pairs:
             if name in raw:
-                raise InvalidInput(
-                    [{"type": "value_error", "loc": ["body", name], "msg": "Given twice"}]
-                )
+                raise InvalidInput.at(("body", name), "value_error", "Given twice")
             raw[name] = value
     elif media_type in ("", "application/json") or media_type.endswith("+json"):
         try:
             raw = json.loads(body)
         except (ValueError, RecursionError):
-            raise InvalidInput(
-                [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error"}]
-            ) from None
+            raise InvalidInput.at(("body",), "json_invalid", "JSON decode error") from None
     else:
         raise UnsupportedMediaType
     try:

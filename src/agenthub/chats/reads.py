@@ -72,14 +72,8 @@ async def _position_of(session: AsyncSession, chat: Chat, message_id: str) -> tu
         select(Message.seq).where(Message.chat_id == chat.id, Message.id == message_id)
     )
     if seq is None:
-        raise InvalidInput(
-            [
-                {
-                    "type": "unknown_message",
-                    "loc": ["body", "message_id"],
-                    "msg": "Not a message of this chat",
-                }
-            ]
+        raise InvalidInput.at(
+            ("body", "message_id"), "unknown_message", "Not a message of this chat"
         )
     contact_count = await session.scalar(
         select(func.count()).where(

@@ -73,14 +73,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError(cursor)
         return parsed, chat_id
     except (ValueError, TypeError, binascii.Error, UnicodeError):
-        raise InvalidInput(
-            [
-                {
-                    "type": "invalid_cursor",
-                    "loc": ["query", "cursor"],
-                    "msg": "Not a cursor from this inbox: pass `next_cursor` of the last page",
-                }
-            ]
+        raise InvalidInput.at(
+            ("query", "cursor"),
+            "invalid_cursor",
+            "Not a cursor from this inbox: pass `next_cursor` of the last page",
         ) from None
 
 

@@ -85,14 +85,8 @@ async def _position_of(session: AsyncSession, chat: Chat, item_id: str) -> int:
             select(table.seq).where(table.chat_id == chat.id, table.id == item_id)
         )
     if seq is None:
-        raise InvalidInput(
-            [
-                {
-                    "type": "unknown_item",
-                    "loc": ["query", "before"],
-                    "msg": "`before` is not an item of this chat's timeline",
-                }
-            ]
+        raise InvalidInput.at(
+            ("query", "before"), "unknown_item", "`before` is not an item of this chat's timeline"
         )
     return int(seq)
 
