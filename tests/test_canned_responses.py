@@ -11,9 +11,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from agenthub.canned import service
 from agenthub.hub import Hub
 from agenthub.models import Role
+from agenthub.operators.canned import service
 from tests.conftest import Caller
 from tests.factories import make_agent
 

@@ -100,9 +100,9 @@ async def build_production_hub(settings: Settings, *, worker: bool) -> Hub:
 def _include_routers(app: FastAPI) -> None:
     from agenthub.agents.router import router as agents_router
     from agenthub.auth.router import router as auth_router
-    from agenthub.canned.router import router as canned_router
     from agenthub.channels.router import router as channels_router
     from agenthub.chats.router import router as chats_router
+    from agenthub.operators.canned.router import router as canned_router
     from agenthub.operators.router import router as operators_router
     from agenthub.realtime.router import router as realtime_router
     from agenthub.webhooks.router import router as webhooks_router

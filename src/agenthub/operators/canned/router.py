@@ -8,10 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from agenthub.auth.router import Limit, Offset
-from agenthub.canned import service
-from agenthub.canned.schemas import CannedResponseCreate, CannedResponseOut, CannedResponseUpdate
 from agenthub.deps import AdminUser, CurrentUser, SessionDep
 from agenthub.openapi_errors import error_responses
+from agenthub.operators.canned import service
+from agenthub.operators.canned.schemas import (
+    CannedResponseCreate,
+    CannedResponseOut,
+    CannedResponseUpdate,
+)
 
 router = APIRouter(prefix="/canned-responses", tags=["canned responses"])
 

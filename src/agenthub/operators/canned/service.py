@@ -6,10 +6,10 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agenthub.canned.schemas import CannedResponseCreate, CannedResponseUpdate
 from agenthub.chats.service import _escape_like
 from agenthub.errors import Conflict, NotFound
 from agenthub.models import CannedResponse, User, utcnow
+from agenthub.operators.canned.schemas import CannedResponseCreate, CannedResponseUpdate
 
 
 def _by_shortcut(session: AsyncSession) -> ColumnElement[str]:
