@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.staticfiles import StaticFiles
 
 from agenthub import __version__
 from agenthub.callbacks import describe_callbacks
+from agenthub.console.routes import ConsoleHeadersMiddleware
 from agenthub.errors import install_error_handlers
 from agenthub.health import router as health_router
 from agenthub.hub import Hub
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ConsoleHeadersMiddleware)
     install_error_handlers(app)
     _include_routers(app)
     declare_error_responses(app)
@@ -102,6 +105,8 @@ def _include_routers(app: FastAPI) -> None:
     from agenthub.auth.router import router as auth_router
     from agenthub.channels.router import router as channels_router
     from agenthub.chats.router import router as chats_router
+    from agenthub.console.routes import STATIC_DIR as CONSOLE_STATIC
+    from agenthub.console.routes import router as console_router
     from agenthub.operators.canned.router import router as canned_router
     from agenthub.operators.router import router as operators_router
     from agenthub.realtime.router import router as realtime_router
@@ -117,3 +122,6 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(chats_router)
     app.include_router(operators_router)
     app.include_router(realtime_router)
+    # The operator console: HTML pages and their static files, left out of the OpenAPI schema.
+    app.include_router(console_router, include_in_schema=False)
+    app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")

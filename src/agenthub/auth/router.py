@@ -66,7 +66,7 @@ async def signup(
     return await service.signup_first_admin(session, data)
 
 
-async def _log_in(
+async def log_in(
     request: Request, data: LoginIn, session: AsyncSession, hub: Hub, *, kind: str
 ) -> tuple[str, ApiToken, User]:
     """`service.login` behind the failed-login counters (`auth/throttle.py`), which
@@ -94,7 +94,7 @@ async def _log_in(
 async def login(data: LoginIn, request: Request, session: SessionDep, hub: HubDep) -> LoginOut:
     """Exchange a username and password for a bearer token. After too many failed logins for
     the username or from the client's address, 429 with `Retry-After` (seconds)."""
-    raw, token, user = await _log_in(request, data, session, hub, kind="login")
+    raw, token, user = await log_in(request, data, session, hub, kind="login")
     assert token.expires_at is not None
     return LoginOut(
         access_token=raw, expires_at=token.expires_at, user=UserOut.model_validate(user)
@@ -112,7 +112,7 @@ _FORM = "application/x-www-form-urlencoded"
 _LOGIN_BODY = {"schema": {"$ref": "#/components/schemas/LoginIn"}}
 
 
-async def _login_input(request: Request) -> LoginIn:
+async def login_input(request: Request) -> LoginIn:
     """`{username, password}` as JSON or as a urlencoded form (an HTML form's POST). Parsed
     here rather than with `Form()`, which needs python-multipart, for a form of two fields."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -168,8 +168,8 @@ async def create_session(
             f"Sign in from this hub's own origin ({public_origin(hub.settings)}, from "
             "AGENTHUB_PUBLIC_URL)"
         )
-    data = await _login_input(request)
-    raw, token, user = await _log_in(request, data, session, hub, kind="session")
+    data = await login_input(request)
+    raw, token, user = await log_in(request, data, session, hub, kind="session")
     assert token.expires_at is not None
     response.set_cookie(
         SESSION_COOKIE,

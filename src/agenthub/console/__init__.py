@@ -1,0 +1,1 @@
+"""The operator web console (server-rendered pages, htmx fragments, one small ES module)."""

@@ -1,0 +1,481 @@
+"""The operator web console: server-rendered pages and htmx fragments.
+
+Thin on purpose: every query and permission check is the API's own (`operators.inbox`,
+`operators.timeline`, `operators.takeover`, `chats.service`, `access`), so a MEMBER sees
+here exactly what the API shows it. Pages authenticate with the `agenthub_session` cookie;
+a GET without a valid one redirects to the login form. The routes that change something use
+`deps.get_principal`, which requires the hub's own `Origin` for cookie-authenticated requests.
+
+Marking a chat read is a write, and a GET runs in a read-only transaction: the chat page does
+not mark anything itself; `console.js` calls `POST /chats/{id}/read` (the API route) when the
+page opens and when new contact messages arrive while it is open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agenthub.access import get_readable_channel, get_readable_chat, scope_channels
+from agenthub.auth import service as auth_service
+from agenthub.auth.router import log_in, login_input
+from agenthub.auth.throttle import TooManyAttempts
+from agenthub.chats.schemas import MessageCreate
+from agenthub.chats.service import post_message
+from agenthub.delivery.events import access_changed, chat_updated, publish_after_commit
+from agenthub.deps import (
+    CurrentPrincipal,
+    CurrentUser,
+    HubDep,
+    Principal,
+    SessionDep,
+    authenticate,
+)
+from agenthub.errors import DomainError, Forbidden, InvalidInput, Unauthorized
+from agenthub.hub import Hub
+from agenthub.models import Agent, Channel, Chat, ChatEvent, Note, User
+from agenthub.models import Message as ChatMessage
+from agenthub.operators import inbox, takeover, timeline
+from agenthub.operators.schemas import NoteIn, NoteOut
+from agenthub.sessions import (
+    SESSION_COOKIE,
+    cookie_is_secure,
+    cookie_max_age,
+    public_origin,
+    same_origin,
+)
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+LOGIN_PATH = "/console/login"
+VIEWS = [
+    (inbox.InboxView.ALL, "All"),
+    (inbox.InboxView.NEEDS_HUMAN, "Needs human"),
+    (inbox.InboxView.MINE, "Mine"),
+    (inbox.InboxView.UNASSIGNED, "Unassigned"),
+    (inbox.InboxView.AGENT, "Agent"),
+]
+PAGE_SIZE = 50
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else ""
+
+
+templates.filters["hm"] = _time
+templates.globals["HANDLED_BY"] = {
+    "waiting": "Needs human",
+    "agent": "Agent",
+    "human": "Human",
+    "none": "No agent",
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+# --- security headers ------------------------------------------------------------------------
+
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class ConsoleHeadersMiddleware:
+    """The console's headers on every response under `/console` (and the `/` redirect):
+    a CSP that allows only the hub's own scripts, styles and sockets, no sniffing, and no
+    Referer leaving the hub. Other paths pass straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == "/" or path == "/console" or path.startswith("/console/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in names]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(templates.get_template(name).render(**context), status_code=status_code)
+
+
+async def _signed_in(request: Request, hub: Hub, session: AsyncSession) -> Principal | None:
+    """The user of the session cookie, or None (no cookie, revoked, expired, deactivated)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    try:
+        principal = await authenticate(hub, session, cookie)
+    except Unauthorized:
+        return None
+    if principal.user is None:
+        return None
+    return replace(principal, from_cookie=True)
+
+
+def _to_login() -> RedirectResponse:
+    return RedirectResponse(LOGIN_PATH, status_code=303)
+
+
+def _fragment_unauthorized() -> Response:
+    # htmx follows HX-Redirect even on an error status: the page goes to the login form.
+    return Response(status_code=401, headers={"HX-Redirect": LOGIN_PATH})
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A urlencoded form (what htmx and HTML forms POST), without python-multipart."""
+    try:
+        pairs = parse_qsl(
+            (await request.body()).decode("utf-8"),
+            keep_blank_values=True,
+            errors="strict",
+            max_num_fields=10,
+        )
+    except ValueError:
+        raise InvalidInput.at(("body",), "value_error", "Not a valid UTF-8 form") from None
+    return dict(pairs)
+
+
+async def _names(session: AsyncSession, model: Any, ids: set[str], field: str) -> dict[str, str]:
+    if not ids:
+        return {}
+    rows = await session.execute(select(model.id, getattr(model, field)).where(model.id.in_(ids)))
+    return {row_id: name for row_id, name in rows.all()}
+
+
+async def _channels(session: AsyncSession, principal: Principal) -> list[Channel]:
+    query = scope_channels(select(Channel), principal).order_by(Channel.name, Channel.id)
+    return list(await session.scalars(query))
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+
+@router.get("/")
+async def root() -> RedirectResponse:
+    return RedirectResponse("/console", status_code=307)
+
+
+@router.get("/console/login")
+async def login_page(request: Request, hub: HubDep, session: SessionDep) -> Response:
+    if await _signed_in(request, hub, session) is not None:
+        return RedirectResponse("/console", status_code=303)
+    return render("login.html", page="login")
+
+
+@router.post("/console/login")
+async def login_submit(request: Request, hub: HubDep, session: SessionDep) -> Response:
+    """The form's POST: the throttle and token of `POST /auth/session`, then the inbox."""
+    if "origin" in request.headers and not same_origin(request, hub.settings):
+        raise Forbidden(f"Sign in from this hub's own origin ({public_origin(hub.settings)})")
+    username = ""
+    try:
+        data = await login_input(request)
+        username = data.username
+        raw, _token, _user = await log_in(request, data, session, hub, kind="session")
+    except TooManyAttempts as exc:
+        response = render(
+            "login.html",
+            429,
+            page="login",
+            username=username,
+            error="Too many failed sign-ins. Try again in a few minutes.",
+        )
+        response.headers.update(exc.headers or {})
+        return response
+    except Unauthorized:
+        return render(
+            "login.html", 401, page="login", username=username, error="Wrong username or password."
+        )
+    except DomainError as exc:
+        return render(
+            "login.html",
+            exc.status_code,
+            page="login",
+            username=username,
+            error="Enter a username and a password.",
+        )
+    redirect = RedirectResponse("/console", status_code=303)
+    redirect.set_cookie(
+        SESSION_COOKIE,
+        raw,
+        max_age=cookie_max_age(hub.settings),
+        path="/",
+        secure=cookie_is_secure(hub.settings),
+        httponly=True,
+        samesite="strict",
+    )
+    redirect.headers["Cache-Control"] = "no-store"
+    return redirect
+
+
+@router.post("/console/logout")
+async def logout(principal: CurrentPrincipal, session: SessionDep, hub: HubDep) -> Response:
+    await auth_service.logout(session, principal)
+    publish_after_commit(session, hub, access_changed(principal.id))
+    response = _to_login()
+    response.delete_cookie(
+        SESSION_COOKIE,
+        path="/",
+        secure=cookie_is_secure(hub.settings),
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+async def _inbox_context(
+    session: AsyncSession,
+    principal: Principal,
+    view: inbox.InboxView,
+    q: str | None,
+    channel_id: str | None,
+) -> dict[str, Any]:
+    q = q or None
+    channel_id = channel_id or None
+    if channel_id is not None:
+        await get_readable_channel(session, principal, channel_id)
+    page = await inbox.inbox_page(
+        session, principal, view=view, channel_id=channel_id, q=q, limit=PAGE_SIZE, cursor=None
+    )
+    assigned = {row.chat.assigned_user_id for row in page.rows if row.chat.assigned_user_id}
+    users = await _names(session, User, assigned, "username")
+    rows = [
+        {
+            "chat": row.chat,
+            "channel": row.channel,
+            "unread": max(0, row.chat.contact_message_count - row.read_contact_count),
+            "assignee": users.get(row.chat.assigned_user_id or ""),
+        }
+        for row in page.rows
+    ]
+    return {
+        "view": view.value,
+        "q": q or "",
+        "channel_id": channel_id or "",
+        "rows": rows,
+        "has_more": page.has_more,
+        "counts": await inbox.inbox_counts(session, principal, channel_id),
+        "views": VIEWS,
+    }
+
+
+ViewParam = Query(inbox.InboxView.ALL)
+QParam = Query(None, max_length=200)
+ChannelParam = Query(None, max_length=16)
+
+
+@router.get("/console")
+async def inbox_page(
+    request: Request,
+    hub: HubDep,
+    session: SessionDep,
+    view: inbox.InboxView = ViewParam,
+    q: str | None = QParam,
+    channel_id: str | None = ChannelParam,
+) -> Response:
+    principal = await _signed_in(request, hub, session)
+    if principal is None:
+        return _to_login()
+    context = await _inbox_context(session, principal, view, q, channel_id)
+    return render(
+        "inbox.html",
+        page="inbox",
+        user=principal.user,
+        channels=await _channels(session, principal),
+        **context,
+    )
+
+
+@router.get("/console/fragments/inbox")
+async def inbox_fragment(
+    request: Request,
+    hub: HubDep,
+    session: SessionDep,
+    view: inbox.InboxView = ViewParam,
+    q: str | None = QParam,
+    channel_id: str | None = ChannelParam,
+) -> Response:
+    principal = await _signed_in(request, hub, session)
+    if principal is None:
+        return _fragment_unauthorized()
+    context = await _inbox_context(session, principal, view, q, channel_id)
+    return render("_inbox_list.html", oob=True, **context)
+
+
+async def _timeline_context(session: AsyncSession, chat: Chat) -> dict[str, Any]:
+    page = await timeline.timeline_page(session, chat, limit=PAGE_SIZE, before=None)
+    items = list(reversed(page.items))  # oldest first, the newest at the bottom
+    user_ids: set[str] = set()
+    agent_ids: set[str] = set()
+    for kind, row in items:
+        if kind == "message" and row.sender_id:
+            if row.sender_type == "USER":
+                user_ids.add(row.sender_id)
+            elif row.sender_type == "AGENT":
+                agent_ids.add(row.sender_id)
+        elif kind == "note" and row.user_id:
+            user_ids.add(row.user_id)
+        elif kind == "event" and row.actor_id:
+            (user_ids if row.actor_type == "user" else agent_ids).add(row.actor_id)
+    return {
+        "chat": chat,
+        "items": [_item(kind, row) for kind, row in items],
+        "has_more": page.has_more,
+        "users": await _names(session, User, user_ids, "username"),
+        "agents": await _names(session, Agent, agent_ids, "name"),
+    }
+
+
+def _item(kind: str, row: ChatMessage | Note | ChatEvent) -> dict[str, Any]:
+    return {"kind": kind, "row": row, "at": timeline.item_timestamp(kind, row)}
+
+
+async def _chat_header_context(session: AsyncSession, chat: Chat) -> dict[str, Any]:
+    channel = await session.get(Channel, chat.channel_id)
+    assigned = chat.assigned_user_id
+    users = await _names(session, User, {assigned} if assigned else set(), "username")
+    return {"channel": channel, "assignee": users.get(assigned or "")}
+
+
+@router.get("/console/chats/{chat_id}")
+async def chat_page(chat_id: str, request: Request, hub: HubDep, session: SessionDep) -> Response:
+    principal = await _signed_in(request, hub, session)
+    if principal is None:
+        return _to_login()
+    chat = await get_readable_chat(session, principal, chat_id)
+    return render(
+        "chat.html",
+        page="chat",
+        user=principal.user,
+        **await _chat_header_context(session, chat),
+        **await _timeline_context(session, chat),
+    )
+
+
+@router.get("/console/fragments/chats/{chat_id}/timeline")
+async def timeline_fragment(
+    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+) -> Response:
+    principal = await _signed_in(request, hub, session)
+    if principal is None:
+        return _fragment_unauthorized()
+    chat = await get_readable_chat(session, principal, chat_id)
+    return render("_timeline.html", **await _timeline_context(session, chat))
+
+
+@router.get("/console/fragments/chats/{chat_id}/header")
+async def header_fragment(
+    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+) -> Response:
+    principal = await _signed_in(request, hub, session)
+    if principal is None:
+        return _fragment_unauthorized()
+    chat = await get_readable_chat(session, principal, chat_id)
+    return render("_chat_header.html", chat=chat, **await _chat_header_context(session, chat))
+
+
+# --- changes (cookie + same Origin, through get_principal) -----------------------------------
+
+
+@router.post("/console/fragments/chats/{chat_id}/compose")
+async def compose(
+    chat_id: str,
+    request: Request,
+    user: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> Response:
+    """The composer: a message to the contact, or (with `note` set) a private note. Answers
+    the new timeline item."""
+    chat = await get_readable_chat(session, principal, chat_id)
+    form = await _form(request)
+    content = form.get("content", "")
+    item: ChatMessage | Note
+    try:
+        if form.get("note"):
+            data = NoteIn.model_validate({"content": content})
+            item = await timeline.add_note(session, hub, user.id, chat, data.content)
+            note = NoteOut.model_validate(item).model_dump(mode="json")
+            event = {
+                "type": "note_created",
+                "channel_id": chat.channel_id,
+                "chat_id": chat.id,
+                "note": note,
+            }
+            publish_after_commit(session, hub, event)
+            kind = "note"
+        else:
+            if not content.strip():
+                raise InvalidInput.at(("body", "content"), "string_too_short", "Empty message")
+            message = MessageCreate.model_validate({"content": content})
+            item = await post_message(session, hub, principal, chat, message)
+            kind = "message"
+    except ValidationError as exc:
+        raise InvalidInput.within(("body",), exc) from None
+    return render(
+        "_timeline_item.html",
+        it=_item(kind, item),
+        chat=chat,
+        users={user.id: user.username},
+        agents={},
+    )
+
+
+async def _takeover_or_handback(
+    chat_id: str, principal: Principal, session: AsyncSession, hub: Hub, *, take: bool
+) -> Response:
+    chat = await get_readable_chat(session, principal, chat_id)
+    if take:
+        await takeover.take_over(session, hub, principal, chat)
+    else:
+        await takeover.hand_back(session, hub, principal, chat, None)
+    publish_after_commit(session, hub, chat_updated(chat))
+    return render("_chat_header.html", chat=chat, **await _chat_header_context(session, chat))
+
+
+@router.post("/console/fragments/chats/{chat_id}/takeover")
+async def take_over(
+    chat_id: str, _: CurrentUser, principal: CurrentPrincipal, session: SessionDep, hub: HubDep
+) -> Response:
+    return await _takeover_or_handback(chat_id, principal, session, hub, take=True)
+
+
+@router.post("/console/fragments/chats/{chat_id}/handback")
+async def hand_back(
+    chat_id: str, _: CurrentUser, principal: CurrentPrincipal, session: SessionDep, hub: HubDep
+) -> Response:
+    return await _takeover_or_handback(chat_id, principal, session, hub, take=False)

@@ -1,0 +1,393 @@
+"""The operator web console (`agenthub/console/`): pages and fragments through the ASGI app,
+parsed with selectolax and checked by their `data-testid` hooks, with the session cookie as
+a browser holds it. What a page lists comes from the API's own services, so these tests
+check the wiring, the escaping and the headers; tests/test_console_browser.py drives a real
+browser."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from selectolax.lexbor import LexborHTMLParser as HTMLParser
+from selectolax.lexbor import LexborNode as Node
+
+from agenthub.models import Role
+from tests.conftest import Caller
+from tests.fake_platform import standard_webhook_headers
+
+pytestmark = [pytest.mark.anyio, pytest.mark.database_independent]
+
+ORIGIN = "http://hub.test"  # the `settings` fixture's public URL
+VENDOR = Path(__file__).parents[1] / "src/agenthub/console/static/vendor"
+HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
+HOSTILE_NAME = '"><img src=x onerror=alert(1)>'
+HOSTILE_TEXT = "<script>alert('x')</script> & done"
+
+
+def cookie(caller: Caller) -> dict[str, str]:
+    return {"Cookie": f"agenthub_session={caller.token}"}
+
+
+def writing(caller: Caller, origin: str | None = ORIGIN) -> dict[str, str]:
+    headers = cookie(caller)
+    if origin is not None:
+        headers["Origin"] = origin
+    return headers
+
+
+def parse(answer: httpx2.Response) -> HTMLParser:
+    assert answer.headers["content-type"].startswith("text/html"), answer.text
+    return HTMLParser(answer.text)
+
+
+def hook(tree: HTMLParser | Node, testid: str) -> Node:
+    node = tree.css_first(f'[data-testid="{testid}"]')
+    assert node is not None, f"no {testid}"
+    return node
+
+
+def hooks(tree: HTMLParser | Node, testid: str) -> list[Node]:
+    return list(tree.css(f'[data-testid="{testid}"]'))
+
+
+async def api_channel(client: httpx2.AsyncClient, admin: Caller, name: str) -> dict[str, Any]:
+    answer = await client.post(
+        "/channels", json={"name": name, "platform": "api"}, headers=admin.headers
+    )
+    assert answer.status_code == 201, answer.text
+    body: dict[str, Any] = answer.json()
+    return {**body, "secret": body["credentials"]["secret"]}
+
+
+async def contact_says(
+    client: httpx2.AsyncClient,
+    channel: dict[str, Any],
+    content: str,
+    *,
+    contact: str = "visitor-1",
+    name: str = "Visitor One",
+) -> str:
+    """A signed inbound message from a contact; the chat's id."""
+    body = json.dumps(
+        {
+            "contact_id": contact,
+            "contact_name": name,
+            "message_id": uuid.uuid4().hex,
+            "content": content,
+        }
+    ).encode()
+    headers = standard_webhook_headers(channel["secret"], body)
+    answer = await client.post(
+        f"/webhooks/api/{channel['id']}",
+        content=body,
+        headers={"content-type": "application/json", **headers},
+    )
+    assert answer.status_code < 300, answer.text
+    chats = await client.get(
+        "/inbox", params={"channel_id": channel["id"], "q": contact}, headers=cookie_free(channel)
+    )
+    return str(chats.json()["chats"][0]["id"])
+
+
+def cookie_free(channel: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {channel['_admin_token']}"}
+
+
+@pytest.fixture
+async def channel(client: httpx2.AsyncClient, admin: Caller) -> dict[str, Any]:
+    return {**await api_channel(client, admin, "Web chat"), "_admin_token": admin.token}
+
+
+async def test_logged_out_pages_redirect_to_the_login_form(client: httpx2.AsyncClient) -> None:
+    root = await client.get("/")
+    assert root.status_code == 307
+    assert root.headers["location"] == "/console"
+    for path in ("/console", "/console/chats/cht_nothere000"):
+        answer = await client.get(path, headers={"Cookie": "agenthub_session=not-a-token"})
+        assert answer.status_code == 303, path
+        assert answer.headers["location"] == "/console/login"
+    fragment = await client.get("/console/fragments/inbox")
+    assert fragment.status_code == 401
+    assert fragment.headers["hx-redirect"] == "/console/login"
+    page = parse(await client.get("/console/login"))
+    for testid in ("login-username", "login-password", "login-submit"):
+        hook(page, testid)
+    assert not hooks(page, "login-error")
+    assert hook(page, "connection-state").attributes["data-state"] == "closed"
+
+
+async def test_sign_in_with_the_form_then_sign_out(client: httpx2.AsyncClient) -> None:
+    credentials = {"username": "ana", "password": "correct horse battery"}
+    assert (await client.post("/auth/signup", json=credentials)).status_code == 201
+    form = {"content-type": "application/x-www-form-urlencoded", "Origin": ORIGIN}
+    signed_in = await client.post(
+        "/console/login", content="username=ana&password=correct+horse+battery", headers=form
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    assert signed_in.headers["location"] == "/console"
+    set_cookie = signed_in.headers["set-cookie"]
+    assert "HttpOnly" in set_cookie
+    assert "SameSite=strict" in set_cookie
+    token = re.search(r"agenthub_session=([^;]+)", set_cookie)
+    assert token is not None
+    session = {"Cookie": f"agenthub_session={token.group(1)}"}
+    inbox = await client.get("/console", headers=session)
+    assert inbox.status_code == 200
+    assert "ana" in hook(parse(inbox), "logout").parent.parent.text()  # type: ignore[union-attr]
+    out = await client.post("/console/logout", headers={**session, "Origin": ORIGIN})
+    assert out.status_code == 303
+    assert out.headers["location"] == "/console/login"
+    assert 'agenthub_session=""' in out.headers["set-cookie"]
+    again = await client.get("/console", headers=session)  # the token is revoked
+    assert again.status_code == 303
+
+
+async def test_a_wrong_password_shows_the_error_then_the_throttle(
+    client: httpx2.AsyncClient,
+) -> None:
+    credentials = {"username": "ana", "password": "correct horse battery"}
+    assert (await client.post("/auth/signup", json=credentials)).status_code == 201
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    wrong = await client.post("/console/login", content="username=ana&password=nope", headers=form)
+    assert wrong.status_code == 401
+    page = parse(wrong)
+    assert "Wrong username or password" in hook(page, "login-error").text()
+    assert hook(page, "login-username").attributes["value"] == "ana"
+    assert "set-cookie" not in wrong.headers
+    statuses = [
+        (await client.post("/console/login", content="username=ana&password=no", headers=form))
+        for _ in range(10)
+    ]
+    assert statuses[-1].status_code == 429
+    assert "retry-after" in statuses[-1].headers
+    assert hook(parse(statuses[-1]), "login-error")
+    elsewhere = await client.post(
+        "/console/login",
+        content="username=ana&password=correct+horse+battery",
+        headers={**form, "Origin": "https://evil.example"},
+    )
+    assert elsewhere.status_code == 403
+
+
+async def test_the_inbox_lists_chats_with_their_hooks(
+    client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]
+) -> None:
+    chat_id = await contact_says(client, channel, "Where is my order?")
+    await contact_says(client, channel, "Second question", contact="visitor-2", name="Bea")
+    answer = await client.get("/console", headers=cookie(admin))
+    assert answer.status_code == 200
+    page = parse(answer)
+    viewport = page.css_first('meta[name="viewport"]')
+    assert viewport is not None
+    assert viewport.attributes["content"] == "width=device-width, initial-scale=1"
+    for view in ("all", "needs_human", "mine", "unassigned", "agent"):
+        tab = hook(page, f"inbox-tab-{view}")
+        hook(tab, f"inbox-count-{view}")
+    assert hook(page, "inbox-count-all").text().strip() == "2"
+    assert hook(page, "inbox-count-mine").text().strip() == "0"
+    hook(page, "inbox-search")
+    hook(page, "inbox-channel")
+    hook(page, "nav-inbox")
+    hook(page, "logout")
+    assert hook(page, "connection-state").attributes["data-state"] == "connecting"
+    rows = hooks(page, "chat-row")
+    assert len(rows) == 2
+    row = next(r for r in rows if r.attributes["data-chat-id"] == chat_id)
+    assert "Visitor One" in row.text()
+    assert "Web chat" in row.text()
+    assert "api" in hook(row, "chat-channel").text()
+    assert hook(row, "chat-preview").text() == "Where is my order?"
+    assert hook(row, "chat-time").text().strip()
+    assert hook(row, "chat-unread").text() == "1"
+    assert hook(row, "chat-handled-by").attributes["data-handled-by"]
+
+    # Read (the API route console.js calls on opening the chat): the badge goes.
+    read = await client.post(f"/chats/{chat_id}/read", headers=writing(admin))
+    assert read.status_code == 200, read.text
+    fragment = parse(await client.get("/console/fragments/inbox", headers=cookie(admin)))
+    row = next(r for r in hooks(fragment, "chat-row") if r.attributes["data-chat-id"] == chat_id)
+    assert not hooks(row, "chat-unread")
+    searched = parse(
+        await client.get("/console/fragments/inbox", params={"q": "Bea"}, headers=cookie(admin))
+    )
+    assert [hook(r, "chat-name").text() for r in hooks(searched, "chat-row")] == ["Bea"]
+    mine = parse(
+        await client.get("/console/fragments/inbox", params={"view": "mine"}, headers=cookie(admin))
+    )
+    assert not hooks(mine, "chat-row")
+    assert hook(mine, "inbox-count-all").attributes["hx-swap-oob"] == "true"
+
+
+async def test_a_member_sees_only_granted_channels(
+    client: httpx2.AsyncClient, admin: Caller, make_user: Any, channel: dict[str, Any]
+) -> None:
+    other = {**await api_channel(client, admin, "Secret"), "_admin_token": admin.token}
+    granted_chat = await contact_says(client, channel, "hello", name="Granted Contact")
+    hidden_chat = await contact_says(client, other, "psst", contact="v-9", name="Hidden Contact")
+    member: Caller = await make_user(Role.MEMBER, channels=(channel["id"],))
+    page = parse(await client.get("/console", headers=cookie(member)))
+    assert [r.attributes["data-chat-id"] for r in hooks(page, "chat-row")] == [granted_chat]
+    assert "Hidden Contact" not in page.html  # type: ignore[operator]
+    options = [o.text() for o in hook(page, "inbox-channel").css("option")]
+    assert not any("Secret" in option for option in options)
+    fragment = await client.get(
+        "/console/fragments/inbox", params={"channel_id": other["id"]}, headers=cookie(member)
+    )
+    assert fragment.status_code == 404
+    assert (
+        await client.get(f"/console/chats/{hidden_chat}", headers=cookie(member))
+    ).status_code == 404
+    assert (
+        await client.get(f"/console/chats/{granted_chat}", headers=cookie(member))
+    ).status_code == 200
+    compose = await client.post(
+        f"/console/fragments/chats/{hidden_chat}/compose",
+        content="content=hi",
+        headers={**writing(member), "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert compose.status_code == 404
+
+
+async def test_what_a_contact_supplies_is_escaped(
+    client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]
+) -> None:
+    chat_id = await contact_says(client, channel, HOSTILE_TEXT, name=HOSTILE_NAME)
+    for path in ("/console", f"/console/chats/{chat_id}", "/console/fragments/inbox"):
+        answer = await client.get(path, headers=cookie(admin))
+        assert answer.status_code == 200, path
+        assert "<script>alert" not in answer.text
+        assert "<img" not in answer.text
+        page = parse(answer)
+        assert not page.css("img")
+        assert all(s.attributes.get("src") for s in page.css("script")), path
+        assert HOSTILE_NAME in page.text()
+    chat = parse(await client.get(f"/console/chats/{chat_id}", headers=cookie(admin)))
+    (message,) = [i for i in hooks(chat, "timeline-item") if i.attributes["data-kind"] == "message"]
+    assert HOSTILE_TEXT in message.text()
+    assert hook(message, "sender").text() == HOSTILE_NAME
+
+
+async def test_every_console_response_has_the_security_headers(
+    client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]
+) -> None:
+    chat_id = await contact_says(client, channel, "hi")
+    paths = [
+        "/",
+        "/console/login",
+        "/console",
+        f"/console/chats/{chat_id}",
+        "/console/fragments/inbox",
+        f"/console/fragments/chats/{chat_id}/timeline",
+        "/console/static/console.js",
+        "/console/static/console.css",
+        "/console/static/vendor/htmx.min.js",
+    ]
+    for path in paths:
+        answer = await client.get(path, headers=cookie(admin))
+        assert answer.status_code in (200, 303, 307), path
+        assert answer.headers["content-security-policy"] == "default-src 'self'", path
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+        assert answer.headers["referrer-policy"] == "same-origin", path
+        if answer.headers.get("content-type", "").startswith("text/html"):
+            page = HTMLParser(answer.text)
+            assert all(s.attributes.get("src") for s in page.css("script")), path
+            assert not page.css("style"), path
+            assert not page.css("[style]"), path
+            assert not re.search(r"\son[a-z]+=", answer.text), path
+    login = parse(await client.get("/console/login"))
+    config = login.css_first('meta[name="htmx-config"]')
+    assert config is not None
+    assert json.loads(config.attributes["content"] or "")["includeIndicatorStyles"] is False
+    # The API keeps its own headers: no console CSP on it.
+    assert "content-security-policy" not in (await client.get("/healthz")).headers
+
+
+async def test_the_chat_page_composer_and_takeover(
+    client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]
+) -> None:
+    chat_id = await contact_says(client, channel, "I need a human")
+    page = parse(await client.get(f"/console/chats/{chat_id}", headers=cookie(admin)))
+    for testid in (
+        "timeline",
+        "composer-input",
+        "composer-send",
+        "composer-note-toggle",
+        "action-takeover",
+        "action-handback",
+        "presence",
+        "agent-working",
+        "connection-state",
+    ):
+        hook(page, testid)
+    (item,) = hooks(hook(page, "timeline"), "timeline-item")
+    assert item.attributes["data-kind"] == "message"
+    assert item.attributes["data-sender-type"] == "CONTACT"
+    assert item.attributes["data-message-id"]
+    assert item.attributes["data-status"]
+    assert hook(item, "sender").text() == "Visitor One"
+
+    form = {**writing(admin), "content-type": "application/x-www-form-urlencoded"}
+    took = await client.post(f"/console/fragments/chats/{chat_id}/takeover", headers=form)
+    assert took.status_code == 200, took.text
+    assert hook(parse(took), "chat-handled-by").attributes["data-handled-by"] == "human"
+    sent = await client.post(
+        f"/console/fragments/chats/{chat_id}/compose", content="content=On+it%21", headers=form
+    )
+    assert sent.status_code == 200, sent.text
+    new = hook(parse(sent), "timeline-item")
+    assert new.attributes["data-kind"] == "message"
+    assert new.attributes["data-sender-type"] == "USER"
+    assert hook(new, "sender").text() == "admin"
+    noted = await client.post(
+        f"/console/fragments/chats/{chat_id}/compose",
+        content="content=VIP+customer&note=1",
+        headers=form,
+    )
+    assert hook(parse(noted), "timeline-item").attributes["data-kind"] == "note"
+    empty = await client.post(
+        f"/console/fragments/chats/{chat_id}/compose", content="content=+", headers=form
+    )
+    assert empty.status_code == 422
+    messages = (await client.get(f"/chats/{chat_id}/messages", headers=admin.headers)).json()
+    assert [m["content"] for m in messages["messages"]] == ["On it!", "I need a human"]
+    timeline = parse(
+        await client.get(f"/console/fragments/chats/{chat_id}/timeline", headers=cookie(admin))
+    )
+    kinds = [i.attributes["data-kind"] for i in hooks(timeline, "timeline-item")]
+    assert kinds == ["message", "event", "message", "note"]
+    back = await client.post(f"/console/fragments/chats/{chat_id}/handback", headers=form)
+    assert back.status_code == 200
+
+
+async def test_changes_need_the_hub_origin(
+    client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]
+) -> None:
+    chat_id = await contact_says(client, channel, "hi")
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    for origin in (None, "https://evil.example", "null"):
+        for path in (
+            f"/console/fragments/chats/{chat_id}/compose",
+            f"/console/fragments/chats/{chat_id}/takeover",
+            "/console/logout",
+        ):
+            answer = await client.post(
+                path, content="content=hi", headers={**form, **writing(admin, origin)}
+            )
+            assert answer.status_code == 403, (path, origin)
+    messages = (await client.get(f"/chats/{chat_id}/messages", headers=admin.headers)).json()
+    assert len(messages["messages"]) == 1
+    assert (await client.get("/console", headers=cookie(admin))).status_code == 200
+
+
+def test_vendored_htmx_is_the_pinned_release() -> None:
+    script = (VENDOR / "htmx.min.js").read_bytes()
+    assert hashlib.sha256(script).hexdigest() == HTMX_SHA256
+    assert b'version:"2.0.11"' in script
+    assert "Zero-Clause BSD" in (VENDOR / "htmx.LICENSE").read_text()
