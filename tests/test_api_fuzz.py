@@ -51,8 +51,8 @@ from tests.conftest import TEST_SECRET_KEY, _empty_tables, app_for
 from tests.factories import make_agent, make_channel, make_chat
 from tests.hypothesis_budget import examples
 
-POSITIVE_EXAMPLES = examples(10)
-NEGATIVE_EXAMPLES = examples(8)
+POSITIVE_EXAMPLES = examples(8)
+NEGATIVE_EXAMPLES = examples(6)
 ANONYMOUS_EXAMPLES = examples(3)
 
 

@@ -20,7 +20,7 @@ from tests.test_websocket import (
     only_chat,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs]
+pytestmark = [pytest.mark.anyio, pytest.mark.fast_jobs, pytest.mark.database_independent]
 
 QUIET = 0.3
 

@@ -583,7 +583,7 @@ async def create_channel(client: httpx2.AsyncClient, admin: Caller, platform: st
 
 
 ENDPOINT_SETTINGS = settings(
-    max_examples=examples(90),  # about 30 per platform
+    max_examples=examples(60),  # about 20 per platform
     deadline=None,
     database=None,
     suppress_health_check=[
