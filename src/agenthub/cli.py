@@ -110,6 +110,7 @@ def serve(
     listen_url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"Database   {_display_url(settings.database_url)} (schema {revision})")
     typer.echo(f"Listening  {listen_url}  (API docs: {listen_url}/docs)")
+    typer.echo(f"Console    {listen_url}/console  (sign in as a user)")
     typer.echo(f"Public URL {settings.effective_public_url}")
     if not _has_users(settings.database_url):
         _print_first_admin_hint(settings, listen_url)
