@@ -18,8 +18,18 @@ import pytest
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 from selectolax.lexbor import LexborNode as Node
 
-from agenthub.models import Role
+from agenthub.chats.handling import refresh_handled_by
+from agenthub.hub import Hub
+from agenthub.models import (
+    AgentDelivery,
+    AgentDeliveryStatus,
+    Chat,
+    DeliveryAttempt,
+    NeedsHumanReason,
+    Role,
+)
 from tests.conftest import Caller
+from tests.factories import make_agent
 from tests.fake_platform import standard_webhook_headers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.database_independent]
@@ -337,6 +347,7 @@ async def test_the_chat_page_composer_and_takeover(
     took = await client.post(f"/console/fragments/chats/{chat_id}/takeover", headers=form)
     assert took.status_code == 200, took.text
     assert hook(parse(took), "chat-handled-by").attributes["data-handled-by"] == "human"
+    assert json.loads(took.headers["hx-trigger"]) == {"panel-refresh": chat_id}
     sent = await client.post(
         f"/console/fragments/chats/{chat_id}/compose", content="content=On+it%21", headers=form
     )
@@ -391,3 +402,256 @@ def test_vendored_htmx_is_the_pinned_release() -> None:
     assert hashlib.sha256(script).hexdigest() == HTMX_SHA256
     assert b'version:"2.0.11"' in script
     assert "Zero-Clause BSD" in (VENDOR / "htmx.LICENSE").read_text()
+
+
+# --- the three panes and the side panel ------------------------------------------------------
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def form_of(caller: Caller, origin: str | None = ORIGIN) -> dict[str, str]:
+    return {**writing(caller, origin), **FORM}
+
+
+async def test_the_three_panes_and_a_row_opening_its_chat(
+    client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any]
+) -> None:
+    chat_id = await contact_says(client, channel, "Hello there")
+    other_id = await contact_says(client, channel, "Me too", contact="visitor-2", name="Bea")
+    page = parse(await client.get("/console", headers=cookie(admin)))
+    hook(page, "pane-list")
+    assert hook(hook(page, "pane-chat"), "chat-empty").text() == "Pick a chat"
+    assert not hooks(page, "side-panel")
+    assert not hooks(page, "timeline")
+    body = page.css_first("body")
+    assert body is not None
+    assert body.attributes["data-page"] == "inbox"
+    assert "data-chat-id" not in body.attributes
+    row = next(r for r in hooks(page, "chat-row") if r.attributes["data-chat-id"] == chat_id)
+    assert row.attributes["aria-selected"] == "false"
+    link = row.css_first("a")
+    assert link is not None
+    assert link.attributes["href"] == f"/console/chats/{chat_id}"
+    assert link.attributes["hx-get"] == f"/console/fragments/chats/{chat_id}"
+    assert link.attributes["hx-target"] == "#chat-pane"
+    assert link.attributes["hx-push-url"] == f"/console/chats/{chat_id}"
+
+    # The fragment a click loads: the chat, the panel and the list's selection out of band.
+    answer = await client.get(f"/console/fragments/chats/{chat_id}", headers=cookie(admin))
+    assert answer.status_code == 200, answer.text
+    assert json.loads(answer.headers["hx-trigger"]) == {"chat-opened": chat_id}
+    assert answer.headers["hx-trigger-after-swap"] == "inbox-refresh"
+    fragment = parse(answer)
+    chat = fragment.css_first("#chat")
+    assert chat is not None
+    assert chat.attributes["data-chat-id"] == chat_id
+    for testid in ("timeline", "composer-input", "composer-send", "action-takeover", "presence"):
+        hook(chat, testid)
+    side = fragment.css_first("#side-panel")
+    assert side is not None
+    assert side.attributes["hx-swap-oob"] == "true"
+    assert side.attributes["hx-get"] == f"/console/fragments/chats/{chat_id}/panel"
+    assert side.attributes["hx-trigger"] == "panel-refresh from:body, header-refresh from:body"
+    selected = fragment.css_first("#inbox-selected")
+    assert selected is not None
+    assert selected.attributes["value"] == chat_id
+    listed = parse(
+        await client.get(
+            "/console/fragments/inbox", params={"selected": chat_id}, headers=cookie(admin)
+        )
+    )
+    assert {
+        r.attributes["data-chat-id"]: r.attributes["aria-selected"]
+        for r in hooks(listed, "chat-row")
+    } == {chat_id: "true", other_id: "false"}
+
+    # A reload (or a shared link): the same page, with the chat open.
+    full = parse(await client.get(f"/console/chats/{chat_id}", headers=cookie(admin)))
+    body = full.css_first("body")
+    assert body is not None
+    assert body.attributes["data-chat-id"] == chat_id
+    assert body.attributes["data-page"] == "chat"
+    hook(full, "pane-list")
+    hook(full, "inbox-search")
+    hook(full, "connection-state")
+    hook(hook(full, "pane-chat"), "timeline")
+    hook(full, "back-to-list")
+    assert hook(full, "side-panel").attributes["data-chat-id"] == chat_id
+    rows = {r.attributes["data-chat-id"]: r for r in hooks(full, "chat-row")}
+    assert rows[chat_id].attributes["aria-selected"] == "true"
+    assert rows[other_id].attributes["aria-selected"] == "false"
+    tab = hook(full, "inbox-tab-mine")
+    assert tab.attributes["href"] == f"/console/chats/{chat_id}?view=mine"
+    assert (
+        await client.get("/console/fragments/chats/cht_nothere000", headers=cookie(admin))
+    ).status_code == 404
+    unauthorized = await client.get(f"/console/fragments/chats/{chat_id}/panel")
+    assert unauthorized.status_code == 401
+
+
+async def _with_a_delivery(hub: Hub, chat_id: str, agent_id: str) -> None:
+    async with hub.db.transaction() as session:
+        delivery = AgentDelivery(
+            chat_id=chat_id,
+            agent_id=agent_id,
+            status=AgentDeliveryStatus.FAILED,
+            message_ids=["msg_a", "msg_b"],
+            attempt_count=1,
+            last_error="HTTP 502",
+        )
+        session.add(delivery)
+        await session.flush()
+        session.add(
+            DeliveryAttempt(
+                delivery_id=delivery.id,
+                attempt_number=1,
+                status_code=502,
+                latency_ms=41.6,
+                error="Bad gateway",
+            )
+        )
+
+
+async def test_the_side_panel_and_its_actions(
+    client: httpx2.AsyncClient,
+    hub: Hub,
+    admin: Caller,
+    make_user: Any,
+    channel: dict[str, Any],
+) -> None:
+    chat_id = await contact_says(client, channel, "Help!")
+    bot, _ = await make_agent(hub, name="Support bot")
+    spare, _ = await make_agent(hub, name="Spare bot")
+    await make_agent(hub, name="Retired bot", active=False)
+    member: Caller = await make_user(Role.MEMBER, channels=(channel["id"],), username="mia")
+    outsider: Caller = await make_user(Role.MEMBER, username="olaf")
+    panel_path = f"/console/fragments/chats/{chat_id}/panel"
+
+    # Link an agent from the panel's select: only the active, unlinked ones are offered.
+    panel = parse(await client.get(panel_path, headers=cookie(member)))
+    offered = [o.attributes["value"] for o in hook(panel, "panel-link-agent").css("option")]
+    assert offered == ["", spare.id, bot.id]  # by name; "Retired bot" is inactive
+    assert hook(panel, "panel-contact-name").text() == "Visitor One"
+    assert hook(panel, "panel-contact-id").text() == "visitor-1"
+    assert "Web chat · api" in hook(panel, "panel-channel").text()
+    linked = await client.post(
+        f"{panel_path}/agents", content=f"agent_id={bot.id}", headers=form_of(member)
+    )
+    assert linked.status_code == 200, linked.text
+    assert json.loads(linked.headers["hx-trigger"]) == {"timeline-refresh": chat_id}
+    header = parse(linked).css_first("#chat-header")
+    assert header is not None
+    assert header.attributes["hx-swap-oob"] == "innerHTML"
+    assert hook(header, "chat-handled-by").attributes["data-handled-by"] == "agent"
+    entry = hook(hook(parse(linked), "panel-agents"), f"panel-agent-{bot.id}")
+    assert entry.attributes["data-active"] == "true"
+    assert "Support bot" in entry.text()
+    hook(entry, "action-agent-pause")
+    hook(entry, "action-agent-unlink")
+
+    # Pause, then resume.
+    paused = await client.post(f"{panel_path}/agents/{bot.id}/pause", headers=form_of(member))
+    assert paused.status_code == 200, paused.text
+    entry = hook(parse(paused), f"panel-agent-{bot.id}")
+    assert entry.attributes["data-active"] == "false"
+    hook(entry, "action-agent-resume")
+    links = (await client.get(f"/chats/{chat_id}/agents", headers=admin.headers)).json()
+    assert [(link["agent_id"], link["active"]) for link in links] == [(bot.id, False)]
+    resumed = await client.post(f"{panel_path}/agents/{bot.id}/resume", headers=form_of(member))
+    assert hook(parse(resumed), f"panel-agent-{bot.id}").attributes["data-active"] == "true"
+
+    # Assignment: the member assigns the chat to itself, then tries a user without access.
+    options = {
+        o.attributes["value"]: o.text() for o in hook(parse(resumed), "panel-assign").css("option")
+    }
+    assert options == {"": "Nobody", member.id: "Me (mia)", admin.id: "admin"}
+    assigned = await client.post(
+        f"{panel_path}/assign", content=f"user_id={member.id}", headers=form_of(member)
+    )
+    assert assigned.status_code == 200, assigned.text
+    chosen = hook(parse(assigned), "panel-assign").css_first("option[selected]")
+    assert chosen is not None
+    assert chosen.attributes["value"] == member.id
+    chat = (await client.get(f"/chats/{chat_id}", headers=admin.headers)).json()
+    assert chat["assigned_user_id"] == member.id
+    refused = await client.post(
+        f"{panel_path}/assign", content=f"user_id={outsider.id}", headers=form_of(member)
+    )
+    assert refused.status_code == 400, refused.text
+    nobody = await client.post(f"{panel_path}/assign", content="user_id=", headers=form_of(member))
+    chosen = hook(parse(nobody), "panel-assign").css_first("option[selected]")
+    assert chosen is not None
+    assert chosen.attributes["value"] == ""
+
+    # The delivery trace: an admin's, never a member's.
+    await _with_a_delivery(hub, chat_id, bot.id)
+    assert not hooks(
+        parse(await client.get(panel_path, headers=cookie(member))), "panel-deliveries"
+    )
+    trace = hook(parse(await client.get(panel_path, headers=cookie(admin))), "panel-deliveries")
+    (delivery,) = hooks(trace, "panel-delivery")
+    assert delivery.attributes["data-status"] == "failed"
+    assert "2 messages" in delivery.text()
+    assert "Support bot" in delivery.text()
+    (attempt,) = hooks(delivery, "panel-attempt")
+    assert "HTTP 502" in attempt.text()
+    assert "42 ms" in attempt.text()
+    assert "Bad gateway" in attempt.text()
+    assert hooks(
+        parse(await client.get(f"/console/chats/{chat_id}", headers=cookie(admin))),
+        "panel-deliveries",
+    )
+
+    # Unlink.
+    unlinked = await client.post(f"{panel_path}/agents/{bot.id}/unlink", headers=form_of(member))
+    assert not hooks(parse(unlinked), f"panel-agent-{bot.id}")
+    assert (await client.get(f"/chats/{chat_id}/agents", headers=admin.headers)).json() == []
+
+
+async def test_clear_needs_human_from_the_panel(
+    client: httpx2.AsyncClient, hub: Hub, admin: Caller, channel: dict[str, Any]
+) -> None:
+    chat_id = await contact_says(client, channel, "A person, please")
+    async with hub.db.transaction() as session:
+        chat = await session.get(Chat, chat_id)
+        assert chat is not None
+        chat.needs_human = True
+        chat.needs_human_reason = NeedsHumanReason.AGENT_HANDOFF
+        chat.needs_human_since = hub.clock()
+        await refresh_handled_by(session, [chat])
+    panel_path = f"/console/fragments/chats/{chat_id}/panel"
+    panel = parse(await client.get(panel_path, headers=cookie(admin)))
+    notice = hook(panel, "panel-needs-human")
+    assert "handed the chat off" in notice.text()
+    assert notice.css_first("time") is not None
+    assert hook(panel, "panel-handled-by").attributes["data-handled-by"] == "waiting"
+    button = hook(panel, "action-clear-needs-human")
+    assert button.attributes["hx-post"] == f"{panel_path}/clear-needs-human"
+    cleared = await client.post(f"{panel_path}/clear-needs-human", headers=form_of(admin))
+    assert cleared.status_code == 200, cleared.text
+    assert not hooks(parse(cleared), "panel-needs-human")
+    chat_out = (await client.get(f"/chats/{chat_id}", headers=admin.headers)).json()
+    assert chat_out["needs_human"] is False
+
+
+async def test_panel_changes_need_the_hub_origin(
+    client: httpx2.AsyncClient, hub: Hub, admin: Caller, channel: dict[str, Any]
+) -> None:
+    chat_id = await contact_says(client, channel, "hi")
+    bot, _ = await make_agent(hub, name="Support bot")
+    panel_path = f"/console/fragments/chats/{chat_id}/panel"
+    for origin in (None, "https://evil.example"):
+        for path, content in (
+            (f"{panel_path}/assign", f"user_id={admin.id}"),
+            (f"{panel_path}/clear-needs-human", ""),
+            (f"{panel_path}/agents", f"agent_id={bot.id}"),
+            (f"{panel_path}/agents/{bot.id}/pause", ""),
+            (f"{panel_path}/agents/{bot.id}/resume", ""),
+            (f"{panel_path}/agents/{bot.id}/unlink", ""),
+        ):
+            answer = await client.post(path, content=content, headers=form_of(admin, origin))
+            assert answer.status_code == 403, (path, origin)
+    chat = (await client.get(f"/chats/{chat_id}", headers=admin.headers)).json()
+    assert chat["assigned_user_id"] is None
+    assert (await client.get(f"/chats/{chat_id}/agents", headers=admin.headers)).json() == []

@@ -1,8 +1,12 @@
 """The console in a real browser (headless Chromium through chromedriver) against a real
-`agenthub serve` on loopback: sign in with the form, then a contact's message appears in the
-inbox live, over the WebSocket, without a reload.
+`agenthub serve` on loopback: sign in with the form, a contact's message appears in the inbox
+live, over the WebSocket, without a reload; the keyboard shortcuts, the unread count in the
+title and the narrow layout.
 
-Needs Debian's `chromium` and `chromium-driver`: without them the test is skipped, unless
+One `agenthub serve` and one Chromium serve the whole module (starting them is most of the
+cost); each test sends its own contact's messages and signs in again only when it has to.
+
+Needs Debian's `chromium` and `chromium-driver`: without them the tests are skipped, unless
 `AGENTHUB_TEST_BROWSER=required` (set by .ci/run), which makes their absence a failure.
 Selenium is given both binaries' paths, so Selenium Manager never downloads anything.
 """
@@ -12,11 +16,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+import websockets.sync.client
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -34,13 +40,15 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS = Path(os.environ.get("AGENTHUB_TEST_SCREENSHOTS", "/tmp"))
 PASSWORD = "a long enough password"
+ROW = '[data-testid="chat-row"]'
+CANNED = '[data-testid="canned-picker"] [data-testid="canned-option"]'
 
 
 def browser_required() -> bool:
     return os.environ.get("AGENTHUB_TEST_BROWSER", "").lower() == "required"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
     missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
     if missing:
@@ -67,8 +75,9 @@ def browser() -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    tmp_path = tmp_path_factory.mktemp("browser")
     url = f"sqlite:///{tmp_path / 'hub.db'}"
     upgrade_database(url)
     env = hub_env(url)
@@ -81,13 +90,37 @@ def serve(tmp_path: Path) -> Iterator[ServeProcess]:
         process.stop()
 
 
-def by_testid(driver: webdriver.Chrome, name: str) -> Any:
-    return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{name}"]')
+@dataclass
+class Hub:
+    url: str
+    http: httpx2.Client
+    token: str
+    channel: dict[str, Any]
+
+    def api(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def contact_says(self, contact_id: str, name: str, content: str) -> None:
+        body = json.dumps(
+            {
+                "contact_id": contact_id,
+                "contact_name": name,
+                "message_id": f"{contact_id}-{content[:8]}",
+                "content": content,
+            }
+        )
+        headers = standard_webhook_headers(self.channel["credentials"]["secret"], body)
+        inbound = self.http.post(
+            f"/webhooks/api/{self.channel['id']}",
+            content=body,
+            headers={"content-type": "application/json", **headers},
+        )
+        assert inbound.status_code < 300, inbound.text
 
 
-def test_sign_in_and_see_a_contact_message_arrive_live(
-    serve: ServeProcess, browser: webdriver.Chrome
-) -> None:
+@pytest.fixture(scope="module")
+def hub(serve: ServeProcess) -> Iterator[Hub]:
+    """The admin (signed up through the API) and a channel for the contacts to write to."""
     with httpx2.Client(base_url=serve.url, timeout=10) as http:
         admin = {"username": "admin", "password": PASSWORD}
         assert http.post("/auth/signup", json=admin).status_code == 201
@@ -98,61 +131,189 @@ def test_sign_in_and_see_a_contact_message_arrive_live(
             headers={"Authorization": f"Bearer {token}"},
         )
         assert created.status_code == 201, created.text
-        channel = created.json()
+        yield Hub(serve.url, http, token, created.json())
 
-        wait = WebDriverWait(browser, 15)
-        browser.get(f"{serve.url}/console")
-        wait.until(lambda d: "/console/login" in d.current_url)
+
+@pytest.fixture
+def wait(browser: webdriver.Chrome) -> Iterator[WebDriverWait[webdriver.Chrome]]:
+    yield WebDriverWait(browser, 15)
+    problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not problems, problems  # a Content-Security-Policy violation, a script error
+
+
+def by_testid(driver: webdriver.Chrome, name: str) -> Any:
+    return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{name}"]')
+
+
+def sign_in(browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], hub: Hub) -> None:
+    """The login form, as an operator fills it in (when the browser is not signed in yet)."""
+    browser.get(f"{hub.url}/console")
+    if "/console/login" in browser.current_url:
         by_testid(browser, "login-username").send_keys("admin")
         by_testid(browser, "login-password").send_keys(PASSWORD)
         by_testid(browser, "login-submit").click()
-        wait.until(lambda d: d.current_url.endswith("/console"))
-        wait.until(lambda d: by_testid(d, "connection-state").get_attribute("data-state") == "open")
-        assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="chat-row"]')
+        wait.until(lambda d: "/console/login" not in d.current_url)
+    wait.until(lambda d: d.current_url.endswith("/console"))
+    live(wait)
 
-        body = json.dumps(
-            {
-                "contact_id": "visitor-7",
-                "contact_name": "Alice <Example>",
-                "message_id": "m-1",
-                "content": "My parcel arrived broken. Can I get a refund?",
-            }
+
+def live(wait: WebDriverWait[webdriver.Chrome]) -> None:
+    wait.until(lambda d: by_testid(d, "connection-state").get_attribute("data-state") == "open")
+
+
+def row_named(driver: webdriver.Chrome, name: str) -> Any:
+    rows = [r for r in driver.find_elements(By.CSS_SELECTOR, ROW) if name in r.text]
+    return rows[0] if rows else None
+
+
+def test_sign_in_and_see_a_contact_message_arrive_live(
+    browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], hub: Hub
+) -> None:
+    browser.get(f"{hub.url}/console")
+    wait.until(lambda d: "/console/login" in d.current_url)
+    sign_in(browser, wait, hub)
+    assert not browser.find_elements(By.CSS_SELECTOR, ROW)
+
+    hub.contact_says(
+        "visitor-7", "Alice <Example>", "My parcel arrived broken. Can I get a refund?"
+    )
+    row = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ROW))
+    assert "Alice <Example>" in row.text
+    assert "refund" in row.text
+    unread = row.find_element(By.CSS_SELECTOR, '[data-testid="chat-unread"]')
+    assert unread.text == "1"
+    assert by_testid(browser, "inbox-count-all").text == "1"
+    assert by_testid(browser, "connection-state").get_attribute("data-state") == "open"
+    browser.save_screenshot(str(SCREENSHOTS / "agenthub-console-inbox.png"))
+
+    # The chat: the timeline, and a reply sent with Enter.
+    row.find_element(By.CSS_SELECTOR, "a").click()
+    wait.until(lambda d: "/console/chats/" in d.current_url)
+    live(wait)
+    composer = wait.until(lambda d: by_testid(d, "composer-input"))
+    composer.send_keys("Sorry to hear that! Sending a refund now.", Keys.ENTER)
+    wait.until(
+        lambda d: d.find_elements(
+            By.CSS_SELECTOR, '[data-testid="timeline-item"][data-sender-type="USER"]'
         )
-        headers = standard_webhook_headers(channel["credentials"]["secret"], body)
-        inbound = http.post(
-            f"/webhooks/api/{channel['id']}",
-            content=body,
-            headers={"content-type": "application/json", **headers},
+    )
+    assert by_testid(browser, "composer-input").get_attribute("value") == ""
+    browser.save_screenshot(str(SCREENSHOTS / "agenthub-console-chat.png"))
+
+    # Opening the chat marked it read (console.js posts /chats/{id}/read).
+    def unread_gone(_: object) -> bool:
+        chats = hub.http.get("/inbox", headers=hub.api()).json()["chats"]
+        return all(chat["unread_count"] == 0 for chat in chats)
+
+    wait.until(unread_gone)
+
+
+def test_the_keyboard_opens_a_chat_and_shows_the_help(
+    browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], hub: Hub
+) -> None:
+    hub.contact_says("visitor-8", "Bruno", "Where is my order?")
+    sign_in(browser, wait, hub)
+    wait.until(lambda d: row_named(d, "Bruno"))
+    top = browser.find_elements(By.CSS_SELECTOR, ROW)[0]
+    assert "Bruno" in top.text  # the newest activity first
+    chat_id = top.get_attribute("data-chat-id")
+    keys = webdriver.ActionChains(browser)
+
+    keys.send_keys("j").perform()  # nothing selected: j selects the top row
+    selected = browser.find_elements(By.CSS_SELECTOR, f'{ROW}[aria-selected="true"]')
+    assert [r.get_attribute("data-chat-id") for r in selected] == [chat_id]
+    assert selected[0].value_of_css_property("outline-style") != "none"
+
+    keys.send_keys(Keys.ENTER).perform()  # opens it
+    wait.until(lambda d: d.execute_script("return document.body.dataset.chatId") == chat_id)
+    wait.until(lambda d: by_testid(d, "chat-title").text == "Bruno")
+    wait.until(lambda d: by_testid(d, "composer-input").is_displayed())
+
+    help_overlay = by_testid(browser, "help-overlay")
+    assert not help_overlay.is_displayed()
+    keys.send_keys("?").perform()
+    wait.until(lambda d: by_testid(d, "help-overlay").is_displayed())
+    assert "Take over" in by_testid(browser, "help-overlay").text
+    keys.send_keys(Keys.ESCAPE).perform()
+    wait.until(lambda d: not by_testid(d, "help-overlay").is_displayed())
+
+    # `/` outside a field: the canned responses, filtered as one types, Enter inserts one.
+    for shortcut, content in (("refund", "Your refund is on its way."), ("ship", "It shipped.")):
+        answer = hub.http.post(
+            "/canned-responses", json={"shortcut": shortcut, "content": content}, headers=hub.api()
         )
-        assert inbound.status_code < 300, inbound.text
-        row = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-testid="chat-row"]'))
-        assert "Alice <Example>" in row.text
-        assert "refund" in row.text
-        unread = row.find_element(By.CSS_SELECTOR, '[data-testid="chat-unread"]')
-        assert unread.text == "1"
-        assert by_testid(browser, "inbox-count-all").text == "1"
-        assert by_testid(browser, "connection-state").get_attribute("data-state") == "open"
-        browser.save_screenshot(str(SCREENSHOTS / "agenthub-console-inbox.png"))
+        assert answer.status_code in (201, 409), answer.text
+    keys.send_keys("/").perform()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, CANNED)) == 2)
+    keys.send_keys("ref").perform()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, CANNED)) == 1)
+    keys.send_keys(Keys.ENTER).perform()
+    composer = by_testid(browser, "composer-input")
+    assert composer.get_attribute("value") == "Your refund is on its way."
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="canned-picker"]')
 
-        # The chat page: the timeline, and a reply sent with Enter.
-        row.find_element(By.CSS_SELECTOR, "a").click()
-        wait.until(lambda d: "/console/chats/" in d.current_url)
-        wait.until(lambda d: by_testid(d, "connection-state").get_attribute("data-state") == "open")
-        composer = by_testid(browser, "composer-input")
-        composer.send_keys("Sorry to hear that! Sending a refund now.", Keys.ENTER)
-        wait.until(
-            lambda d: d.find_elements(
-                By.CSS_SELECTOR, '[data-testid="timeline-item"][data-sender-type="USER"]'
-            )
+    keys.send_keys(Keys.ESCAPE, "n").perform()  # leave the composer; note mode on
+    assert by_testid(browser, "composer-note-toggle").is_selected()
+    keys.send_keys(Keys.ESCAPE).perform()  # closes the chat: back to the list
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="composer-input"]'))
+    assert browser.find_elements(By.CSS_SELECTOR, ROW)
+
+
+def test_the_title_counts_the_chats_with_unread_messages(
+    browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], hub: Hub
+) -> None:
+    for chat in hub.http.get("/inbox", headers=hub.api()).json()["chats"]:
+        hub.http.post(f"/chats/{chat['id']}/read", headers=hub.api())
+    sign_in(browser, wait, hub)
+    wait.until(lambda d: not d.title.startswith("("))
+    hub.contact_says("visitor-9", "Carla", "Hello?")
+    wait.until(lambda d: d.title.startswith("(1) "))
+    assert browser.title == "(1) Inbox · Agent Hub"
+
+
+def test_the_narrow_layout_has_no_horizontal_scroll(
+    browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], hub: Hub
+) -> None:
+    hub.contact_says("visitor-10", "Dora with a rather long name for a phone screen", "x" * 300)
+    sign_in(browser, wait, hub)
+    browser.set_window_size(390, 844)
+    try:
+        wait.until(lambda d: d.execute_script("return window.innerWidth") <= 400)
+        wait.until(lambda d: row_named(d, "Dora"))
+        fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+        assert browser.execute_script(fits), browser.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]"
         )
-        assert composer.get_attribute("value") == ""
-        browser.save_screenshot(str(SCREENSHOTS / "agenthub-console-chat.png"))
+        assert by_testid(browser, "inbox-list").is_displayed()
+        assert row_named(browser, "Dora").is_displayed()
+        browser.save_screenshot(str(SCREENSHOTS / "agenthub-console-narrow.png"))
+    finally:
+        browser.set_window_size(1280, 900)
 
-        # Opening the chat marked it read (console.js posts /chats/{id}/read).
-        def unread(_: object) -> bool:
-            answer = http.get("/inbox", headers={"Authorization": f"Bearer {token}"})
-            return bool(answer.json()["chats"][0]["unread_count"] == 0)
 
-        wait.until(unread)
-    problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    assert not problems, problems  # a Content-Security-Policy violation, a script error
+def test_presence_names_the_other_operators(
+    browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], hub: Hub
+) -> None:
+    hub.contact_says("visitor-11", "Eva", "Anyone there?")
+    created = hub.http.post(
+        "/auth/users",
+        json={"username": "bruno", "password": PASSWORD, "role": "ADMIN"},
+        headers=hub.api(),
+    )
+    assert created.status_code == 201, created.text
+    bruno = hub.http.post("/auth/login", json={"username": "bruno", "password": PASSWORD})
+    chat_id = next(
+        c["id"]
+        for c in hub.http.get("/inbox", headers=hub.api()).json()["chats"]
+        if c["name"] == "Eva"
+    )
+    browser.get(f"{hub.url}/console/chats/{chat_id}")
+    live(wait)
+    wait.until(lambda d: by_testid(d, "presence").text == "")  # only the admin: nobody else
+    ws_url = hub.url.replace("http", "ws") + f"/ws?token={bruno.json()['access_token']}"
+    with websockets.sync.client.connect(ws_url) as socket:
+        socket.send(json.dumps({"type": "viewing", "chat_id": chat_id}))
+        wait.until(lambda d: by_testid(d, "presence").text == "bruno is viewing")
+        socket.send(json.dumps({"type": "typing", "chat_id": chat_id}))
+        wait.until(lambda d: by_testid(d, "presence").text == "bruno is typing…")
+    wait.until(lambda d: by_testid(d, "presence").text == "")

@@ -6,6 +6,11 @@ here exactly what the API shows it. Pages authenticate with the `agenthub_sessio
 a GET without a valid one redirects to the login form. The routes that change something use
 `deps.get_principal`, which requires the hub's own `Origin` for cookie-authenticated requests.
 
+One page, three panes: the inbox list, the open chat, its side panel (`console/panel.py`).
+`/console` opens none, `/console/chats/{id}` opens one; a click on a row loads the chat's
+fragment into the middle pane (htmx, `hx-push-url`), the side panel and the list's selection
+swapped in out of band. See docs/console.md.
+
 Marking a chat read is a write, and a GET runs in a read-only transaction: the chat page does
 not mark anything itself; `console.js` calls `POST /chats/{id}/read` (the API route) when the
 page opens and when new contact messages arrive while it is open.
@@ -13,6 +18,7 @@ page opens and when new contact messages arrive while it is open.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -31,8 +37,11 @@ from agenthub.access import get_readable_channel, get_readable_chat, scope_chann
 from agenthub.auth import service as auth_service
 from agenthub.auth.router import log_in, login_input
 from agenthub.auth.throttle import TooManyAttempts
-from agenthub.chats.schemas import MessageCreate
+from agenthub.chats import service as chat_service
+from agenthub.chats.handling import refresh_handled_by
+from agenthub.chats.schemas import ChatAgentCreate, ChatUpdate, MessageCreate
 from agenthub.chats.service import post_message
+from agenthub.console import panel
 from agenthub.delivery.events import access_changed, chat_updated, publish_after_commit
 from agenthub.deps import (
     CurrentPrincipal,
@@ -80,7 +89,12 @@ def _time(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else ""
 
 
+def _clock(moment: datetime | None) -> str:
+    return moment.strftime("%H:%M:%S") if moment is not None else ""
+
+
 templates.filters["hm"] = _time
+templates.filters["hms"] = _clock
 templates.globals["HANDLED_BY"] = {
     "waiting": "Needs human",
     "agent": "Agent",
@@ -262,6 +276,7 @@ async def _inbox_context(
     view: inbox.InboxView,
     q: str | None,
     channel_id: str | None,
+    selected: str | None = None,
 ) -> dict[str, Any]:
     q = q or None
     channel_id = channel_id or None
@@ -289,12 +304,15 @@ async def _inbox_context(
         "has_more": page.has_more,
         "counts": await inbox.inbox_counts(session, principal, channel_id),
         "views": VIEWS,
+        "selected": selected or "",
+        "list_path": f"/console/chats/{selected}" if selected else "/console",
     }
 
 
 ViewParam = Query(inbox.InboxView.ALL)
 QParam = Query(None, max_length=200)
 ChannelParam = Query(None, max_length=16)
+SelectedParam = Query(None, max_length=16)
 
 
 @router.get("/console")
@@ -309,13 +327,31 @@ async def inbox_page(
     principal = await _signed_in(request, hub, session)
     if principal is None:
         return _to_login()
-    context = await _inbox_context(session, principal, view, q, channel_id)
+    return await _console_page(session, principal, None, view, q, channel_id)
+
+
+async def _console_page(
+    session: AsyncSession,
+    principal: Principal,
+    chat: Chat | None,
+    view: inbox.InboxView,
+    q: str | None,
+    channel_id: str | None,
+) -> Response:
+    """The three panes: the inbox list, the open chat (or "Pick a chat"), its side panel."""
+    context = await _inbox_context(
+        session, principal, view, q, channel_id, chat.id if chat else None
+    )
+    chat_context: dict[str, Any] = {"chat": None}
+    if chat is not None:
+        chat_context = await _open_chat_context(session, principal, chat)
     return render(
         "inbox.html",
-        page="inbox",
+        page="chat" if chat is not None else "inbox",
         user=principal.user,
         channels=await _channels(session, principal),
         **context,
+        **chat_context,
     )
 
 
@@ -327,11 +363,12 @@ async def inbox_fragment(
     view: inbox.InboxView = ViewParam,
     q: str | None = QParam,
     channel_id: str | None = ChannelParam,
+    selected: str | None = SelectedParam,
 ) -> Response:
     principal = await _signed_in(request, hub, session)
     if principal is None:
         return _fragment_unauthorized()
-    context = await _inbox_context(session, principal, view, q, channel_id)
+    context = await _inbox_context(session, principal, view, q, channel_id, selected)
     return render("_inbox_list.html", oob=True, **context)
 
 
@@ -353,7 +390,7 @@ async def _timeline_context(session: AsyncSession, chat: Chat) -> dict[str, Any]
     return {
         "chat": chat,
         "items": [_item(kind, row) for kind, row in items],
-        "has_more": page.has_more,
+        "timeline_has_more": page.has_more,
         "users": await _names(session, User, user_ids, "username"),
         "agents": await _names(session, Agent, agent_ids, "name"),
     }
@@ -361,6 +398,17 @@ async def _timeline_context(session: AsyncSession, chat: Chat) -> dict[str, Any]
 
 def _item(kind: str, row: ChatMessage | Note | ChatEvent) -> dict[str, Any]:
     return {"kind": kind, "row": row, "at": timeline.item_timestamp(kind, row)}
+
+
+async def _open_chat_context(
+    session: AsyncSession, principal: Principal, chat: Chat
+) -> dict[str, Any]:
+    """The centre pane's chat (header, timeline) and its side panel."""
+    return {
+        **await _chat_header_context(session, chat),
+        **await _timeline_context(session, chat),
+        **await panel.panel_context(session, principal, chat),
+    }
 
 
 async def _chat_header_context(session: AsyncSession, chat: Chat) -> dict[str, Any]:
@@ -371,18 +419,49 @@ async def _chat_header_context(session: AsyncSession, chat: Chat) -> dict[str, A
 
 
 @router.get("/console/chats/{chat_id}")
-async def chat_page(chat_id: str, request: Request, hub: HubDep, session: SessionDep) -> Response:
+async def chat_page(
+    chat_id: str,
+    request: Request,
+    hub: HubDep,
+    session: SessionDep,
+    view: inbox.InboxView = ViewParam,
+    q: str | None = QParam,
+    channel_id: str | None = ChannelParam,
+) -> Response:
+    """The console with this chat open (a reload, or a shared link)."""
     principal = await _signed_in(request, hub, session)
     if principal is None:
         return _to_login()
     chat = await get_readable_chat(session, principal, chat_id)
-    return render(
-        "chat.html",
-        page="chat",
-        user=principal.user,
-        **await _chat_header_context(session, chat),
-        **await _timeline_context(session, chat),
-    )
+    return await _console_page(session, principal, chat, view, q, channel_id)
+
+
+@router.get("/console/fragments/chats/{chat_id}")
+async def chat_fragment(
+    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+) -> Response:
+    """The chat for the centre pane, with its side panel and the list's selection swapped in
+    out of band. `chat-opened` (the chat's id) fires on the clicked row, and bubbles to
+    the body; then the list refetches, to highlight the row."""
+    principal = await _signed_in(request, hub, session)
+    if principal is None:
+        return _fragment_unauthorized()
+    chat = await get_readable_chat(session, principal, chat_id)
+    response = render("_chat_fragment.html", **await _open_chat_context(session, principal, chat))
+    response.headers["HX-Trigger"] = json.dumps({"chat-opened": chat.id})
+    response.headers["HX-Trigger-After-Swap"] = "inbox-refresh"
+    return response
+
+
+@router.get("/console/fragments/chats/{chat_id}/panel")
+async def panel_fragment(
+    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+) -> Response:
+    principal = await _signed_in(request, hub, session)
+    if principal is None:
+        return _fragment_unauthorized()
+    chat = await get_readable_chat(session, principal, chat_id)
+    return render("_side_panel.html", **await panel.panel_context(session, principal, chat))
 
 
 @router.get("/console/fragments/chats/{chat_id}/timeline")
@@ -464,7 +543,9 @@ async def _takeover_or_handback(
     else:
         await takeover.hand_back(session, hub, principal, chat, None)
     publish_after_commit(session, hub, chat_updated(chat))
-    return render("_chat_header.html", chat=chat, **await _chat_header_context(session, chat))
+    response = render("_chat_header.html", chat=chat, **await _chat_header_context(session, chat))
+    response.headers["HX-Trigger"] = json.dumps({"panel-refresh": chat.id})
+    return response
 
 
 @router.post("/console/fragments/chats/{chat_id}/takeover")
@@ -479,3 +560,122 @@ async def hand_back(
     chat_id: str, _: CurrentUser, principal: CurrentPrincipal, session: SessionDep, hub: HubDep
 ) -> Response:
     return await _takeover_or_handback(chat_id, principal, session, hub, take=False)
+
+
+# --- the side panel's changes: each answers the refreshed panel -------------------------------
+
+
+async def _panel_changed(
+    session: AsyncSession, hub: Hub, principal: Principal, chat: Chat
+) -> Response:
+    """After a change: `chat_updated` once the transaction commits, and the refreshed panel
+    with the chat's header out of band; the timeline (which shows the change's event)
+    refetches."""
+    publish_after_commit(session, hub, chat_updated(chat))
+    await session.flush()
+    context = {
+        **await _chat_header_context(session, chat),
+        **await panel.panel_context(session, principal, chat),
+    }
+    response = render("_panel_answer.html", **context)
+    response.headers["HX-Trigger"] = json.dumps({"timeline-refresh": chat.id})
+    return response
+
+
+@router.post("/console/fragments/chats/{chat_id}/panel/assign")
+async def panel_assign(
+    chat_id: str,
+    request: Request,
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> Response:
+    """Assign the chat (`user_id`; empty: to nobody), as `PATCH /chats/{id}` does."""
+    chat = await get_readable_chat(session, principal, chat_id)
+    form = await _form(request)
+    try:
+        data = ChatUpdate.model_validate({"assigned_user_id": form.get("user_id") or None})
+    except ValidationError as exc:
+        raise InvalidInput.within(("body",), exc) from None
+    await chat_service.assign(session, hub, principal, chat, data.assigned_user_id)
+    await refresh_handled_by(session, [chat])
+    return await _panel_changed(session, hub, principal, chat)
+
+
+@router.post("/console/fragments/chats/{chat_id}/panel/clear-needs-human")
+async def panel_clear_needs_human(
+    chat_id: str, _: CurrentUser, principal: CurrentPrincipal, session: SessionDep, hub: HubDep
+) -> Response:
+    chat = await get_readable_chat(session, principal, chat_id)
+    await chat_service.update_chat(session, hub, principal, chat, ChatUpdate(needs_human=False))
+    return await _panel_changed(session, hub, principal, chat)
+
+
+@router.post("/console/fragments/chats/{chat_id}/panel/agents")
+async def panel_link_agent(
+    chat_id: str,
+    request: Request,
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> Response:
+    chat = await get_readable_chat(session, principal, chat_id)
+    form = await _form(request)
+    try:
+        data = ChatAgentCreate.model_validate({"agent_id": form.get("agent_id", "")})
+    except ValidationError as exc:
+        raise InvalidInput.within(("body",), exc) from None
+    await chat_service.link_agent(session, hub, principal, chat, data.agent_id)
+    return await _panel_changed(session, hub, principal, chat)
+
+
+async def _change_link(
+    chat_id: str, agent_id: str, principal: Principal, session: AsyncSession, hub: Hub, action: str
+) -> Response:
+    chat = await get_readable_chat(session, principal, chat_id)
+    link = await chat_service.get_link(session, chat, agent_id)
+    if action == "unlink":
+        await chat_service.unlink_agent(session, hub, principal, chat, link)
+    else:
+        await chat_service.set_link_active(
+            session, hub, principal, chat, link, active=action == "resume"
+        )
+    return await _panel_changed(session, hub, principal, chat)
+
+
+@router.post("/console/fragments/chats/{chat_id}/panel/agents/{agent_id}/pause")
+async def panel_pause_agent(
+    chat_id: str,
+    agent_id: str,
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> Response:
+    return await _change_link(chat_id, agent_id, principal, session, hub, "pause")
+
+
+@router.post("/console/fragments/chats/{chat_id}/panel/agents/{agent_id}/resume")
+async def panel_resume_agent(
+    chat_id: str,
+    agent_id: str,
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> Response:
+    return await _change_link(chat_id, agent_id, principal, session, hub, "resume")
+
+
+@router.post("/console/fragments/chats/{chat_id}/panel/agents/{agent_id}/unlink")
+async def panel_unlink_agent(
+    chat_id: str,
+    agent_id: str,
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> Response:
+    return await _change_link(chat_id, agent_id, principal, session, hub, "unlink")

@@ -1,57 +1,212 @@
 // The console's live layer: one WebSocket to /ws (the session cookie authenticates it), its
 // events turned into htmx refetches of the inbox list or the open chat, at most one refetch
-// per target every 300 ms however many events arrive.
+// per target every 300 ms however many events arrive. Also: the unread count in the title,
+// opt-in browser notifications for chats that need a human, presence with names, and (in
+// keys.js) the keyboard shortcuts and the canned-responses picker.
+//
+// Written against the `data-testid` hooks and ids, not the page's structure: the open chat is
+// `body[data-chat-id]`, set by the page or by a `chat-opened` event (an htmx `HX-Trigger`
+// whose detail is the chat id), and everything is looked up again when it is needed.
+import { installKeys } from "./keys.js";
+
 const body = document.body;
-const chatId = body.dataset.chatId || null;
 const page = body.dataset.page;
-const stateEl = document.getElementById("connection-state");
 const COALESCE_MS = 300;
 const LABELS = { open: "Live", connecting: "Connecting…", closed: "Offline" };
 
-function setState(state) {
-  if (!stateEl) return;
-  stateEl.dataset.state = state;
-  stateEl.textContent = LABELS[state];
+export function openChatId() {
+  return body.dataset.chatId || null;
 }
 
+function setState(state) {
+  const el = document.getElementById("connection-state");
+  if (!el) return;
+  el.dataset.state = state;
+  el.textContent = LABELS[state];
+}
+
+// One call per key per COALESCE_MS, however many times it is asked for.
 const pending = new Map();
+function coalesce(key, run) {
+  if (pending.has(key)) return;
+  pending.set(key, setTimeout(() => { pending.delete(key); run(); }, COALESCE_MS));
+}
 function refresh(eventName) {
-  if (pending.has(eventName)) return;
-  pending.set(eventName, setTimeout(() => {
-    pending.delete(eventName);
-    if (window.htmx) window.htmx.trigger(body, eventName);
-  }, COALESCE_MS));
+  coalesce(eventName, () => { if (window.htmx) window.htmx.trigger(body, eventName); });
 }
 
 function markRead() {
+  const chatId = openChatId();
   if (!chatId || document.visibilityState === "hidden") return;
   fetch(`/chats/${encodeURIComponent(chatId)}/read`, {
     method: "POST", credentials: "same-origin",
   }).catch(() => {});
 }
 
-const CHAT_EVENTS = new Set(["new_message", "message_status", "note_created", "chat_updated"]);
-let working = 0;
-function onEvent(event) {
-  if (page === "inbox") {
-    if (["new_message", "chat_updated", "chat_read"].includes(event.type)) refresh("inbox-refresh");
+async function getJSON(url) {
+  const answer = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (!answer.ok) throw new Error(`${url}: ${answer.status}`);
+  return answer.json();
+}
+
+// --- the unread count in the title ------------------------------------------------------------
+
+let unread = 0;
+const PREFIX = /^\(\d+\) /;
+function applyTitle() {
+  const base = document.title.replace(PREFIX, "");
+  const title = unread > 0 ? `(${unread}) ${base}` : base;
+  if (document.title !== title) document.title = title;
+}
+function refetchCounts() {
+  coalesce("counts", () => {
+    getJSON("/inbox/counts").then((counts) => {
+      unread = Number(counts.unread) || 0;
+      applyTitle();
+    }).catch(() => {});
+  });
+}
+
+// --- notifications ----------------------------------------------------------------------------
+
+const NOTIFY_KEY = "agenthub.notify";
+const waiting = new Map(); // chat id -> needs_human_since already known (not to notify again)
+let waitingSeeded = false;
+
+function notifyOn() {
+  return "Notification" in window && Notification.permission === "granted"
+    && localStorage.getItem(NOTIFY_KEY) === "on";
+}
+
+function showNotifyState() {
+  const button = document.getElementById("notify-toggle");
+  if (!button) return;
+  if (!("Notification" in window)) { button.hidden = true; return; }
+  const on = notifyOn();
+  button.setAttribute("aria-pressed", String(on));
+  button.textContent = on ? "Notifications on" : "Notify me";
+  button.title = on ? "Stop notifying me of chats that need a human"
+    : "Notify me when a chat needs a human";
+}
+
+async function seedWaiting() {
+  if (waitingSeeded || !notifyOn()) return;
+  waitingSeeded = true;
+  try {
+    const answer = await getJSON("/inbox?view=needs_human&limit=200");
+    for (const chat of answer.chats || []) waiting.set(chat.id, chat.needs_human_since);
+  } catch { waitingSeeded = false; }
+}
+
+function onChatUpdated(event) {
+  const chat = event.chat;
+  if (!chat) return;
+  const id = event.chat_id;
+  if (!chat.needs_human) { waiting.delete(id); return; }
+  const before = waiting.get(id);
+  waiting.set(id, chat.needs_human_since);
+  if (before === chat.needs_human_since || !notifyOn()) return;
+  const name = chat.name || chat.external_id || "A contact";
+  try {
+    const note = new Notification(`${name} needs a human`, {
+      tag: `needs-human-${id}`, body: chat.last_message || "",
+    });
+    note.addEventListener("click", () => {
+      window.focus();
+      location.assign(`/console/chats/${encodeURIComponent(id)}`);
+    });
+  } catch { /* a browser that only allows notifications from a service worker */ }
+}
+
+document.addEventListener("click", (click) => {
+  const button = click.target.closest && click.target.closest("#notify-toggle");
+  if (!button || !("Notification" in window)) return;
+  if (notifyOn()) {
+    localStorage.setItem(NOTIFY_KEY, "off");
+    showNotifyState();
     return;
   }
+  const enable = (permission) => {
+    if (permission === "granted") localStorage.setItem(NOTIFY_KEY, "on");
+    showNotifyState();
+    seedWaiting();
+  };
+  if (Notification.permission === "granted") enable("granted");
+  else Promise.resolve(Notification.requestPermission()).then(enable, () => {});
+});
+
+// --- presence with names ----------------------------------------------------------------------
+
+let me = null; // the current user's id
+let admin = null; // whether they may read other users (GET /auth/users/{id}); null: not known yet
+const names = new Map(); // user id -> username, or null while asked, or "" for unknown
+let lastPresence = null;
+
+function nameOf(id) {
+  if (admin === false) return names.get(id) || "";  // members: "Someone", and no 403s asked for
+  if (admin === null) return "";
+  if (!names.has(id)) {
+    names.set(id, null);
+    getJSON(`/auth/users/${encodeURIComponent(id)}`) // admins only: members get "Someone"
+      .then((user) => names.set(id, user.username || ""), () => names.set(id, ""))
+      .then(() => renderPresence());
+  }
+  return names.get(id) || "";
+}
+
+function phrase(ids, verb) {
+  if (!ids.length) return "";
+  const known = [];
+  let others = 0;
+  for (const id of ids) {
+    const name = nameOf(id);
+    if (name) known.push(name); else others += 1;
+  }
+  if (others) known.push(others === 1 ? (known.length ? "someone" : "Someone") : `${others} others`);
+  const who = known.length > 1 ? `${known.slice(0, -1).join(", ")} and ${known.at(-1)}` : known[0];
+  return `${who} ${ids.length > 1 ? "are" : "is"} ${verb}`;
+}
+
+function renderPresence() {
+  const el = document.getElementById("presence");
+  if (!el) return;
+  const event = lastPresence;
+  if (!event || event.chat_id !== openChatId()) { el.textContent = ""; return; }
+  const typing = (event.typing || []).filter((id) => id !== me);
+  const viewing = (event.viewing || []).filter((id) => id !== me && !typing.includes(id));
+  el.textContent = [phrase(viewing, "viewing"), phrase(typing, "typing…")]
+    .filter(Boolean).join(" · ");
+}
+
+// --- events -----------------------------------------------------------------------------------
+
+const CHAT_EVENTS = new Set(["new_message", "message_status", "note_created", "chat_updated"]);
+const COUNT_EVENTS = new Set(["new_message", "chat_read", "chat_updated"]);
+let working = 0;
+
+function showWorking() {
+  const el = document.getElementById("agent-working");
+  if (el) el.hidden = working === 0;
+}
+
+function onEvent(event) {
+  if (COUNT_EVENTS.has(event.type)) refetchCounts();
+  if (event.type === "chat_updated") onChatUpdated(event);
+  if (COUNT_EVENTS.has(event.type) && document.getElementById("inbox-list")) {
+    refresh("inbox-refresh");
+  }
+  const chatId = openChatId();
   if (!chatId || event.chat_id !== chatId) return;
   if (CHAT_EVENTS.has(event.type)) refresh("timeline-refresh");
   if (event.type === "chat_updated") refresh("header-refresh");
   if (event.type === "new_message" && event.sender_type === "CONTACT") markRead();
   if (event.type === "agent_working" || event.type === "agent_done") {
     working = Math.max(0, working + (event.type === "agent_working" ? 1 : -1));
-    const el = document.getElementById("agent-working");
-    if (el) el.hidden = working === 0;
+    showWorking();
   }
   if (event.type === "presence") {
-    const el = document.getElementById("presence");
-    if (el) {
-      const typing = event.typing.length ? `, ${event.typing.length} typing` : "";
-      el.textContent = `${event.viewing.length} viewing${typing}`;
-    }
+    lastPresence = event;
+    renderPresence();
   }
 }
 
@@ -59,6 +214,16 @@ let socket = null;
 let lastEventId = null;
 let delay = 500;
 let viewingTimer = null;
+
+function startViewing() {
+  clearInterval(viewingTimer);
+  const chatId = openChatId();
+  if (!chatId) return;
+  const viewing = () => send({ type: "viewing", chat_id: openChatId() });
+  viewing();
+  viewingTimer = setInterval(viewing, 15000);
+}
+
 function connect() {
   setState("connecting");
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -67,12 +232,8 @@ function connect() {
   socket.addEventListener("open", () => {
     delay = 500;
     setState("open");
-    if (chatId) {
-      const viewing = () => send({ type: "viewing", chat_id: chatId });
-      viewing();
-      clearInterval(viewingTimer);
-      viewingTimer = setInterval(viewing, 15000);
-    }
+    startViewing();
+    refetchCounts();
   });
   socket.addEventListener("message", (message) => {
     let event;
@@ -89,31 +250,67 @@ function connect() {
   });
 }
 
-function send(command) {
+export function send(command) {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(command));
 }
 
-const composer = document.getElementById("composer");
-const input = document.getElementById("composer-input");
-if (composer && input) {
-  let lastTyping = 0;
-  input.addEventListener("keydown", (key) => {
-    if (key.key === "Enter" && !key.shiftKey && !key.isComposing) {
-      key.preventDefault();
-      if (input.value.trim()) composer.requestSubmit();
+// A chat opened in place (htmx): `HX-Trigger: {"chat-opened": "cht_…"}`.
+function chatIdOf(detail) {
+  if (typeof detail === "string") return detail;
+  if (detail && typeof detail === "object") {
+    for (const key of ["value", "chat_id", "chatId", "id"]) {
+      if (typeof detail[key] === "string") return detail[key];
     }
-  });
-  input.addEventListener("input", () => {
-    const now = Date.now();
-    if (now - lastTyping > 2000 && !composer.elements.note.checked) {
-      lastTyping = now;
-      send({ type: "typing", chat_id: chatId });
-    }
-  });
-  composer.addEventListener("htmx:afterRequest", (done) => {
-    if (done.detail.successful) { composer.reset(); input.focus(); scrollTimeline(); }
-  });
+  }
+  return null;
 }
+function opened(chatId) {
+  if (!chatId || chatId === openChatId()) return;
+  body.dataset.chatId = chatId;
+  working = 0;
+  lastPresence = null;
+  showWorking();
+  renderPresence();
+  startViewing();
+  markRead();
+}
+body.addEventListener("chat-opened", (event) => opened(chatIdOf(event.detail)));
+// Without the event: the chat now in the page (`#chat[data-chat-id]`) is the open one.
+function syncOpenChat() {
+  const chat = document.querySelector("#chat[data-chat-id]");
+  if (chat) { opened(chat.dataset.chatId); return; }
+  if (openChatId() && document.getElementById("chat-pane")) {  // the pane was emptied
+    delete body.dataset.chatId;
+    clearInterval(viewingTimer);
+    lastPresence = null;
+  }
+}
+export function closeChat() {
+  const close = document.querySelector('[data-testid="chat-close"], [data-testid="back-to-list"]');
+  if (close) { close.click(); return; }
+  location.assign("/console");
+}
+
+// --- the composer (looked up at each event: htmx may swap it in with a chat) -----------------
+
+let lastTyping = 0;
+document.addEventListener("input", (input) => {
+  if (input.target.id !== "composer-input") return;
+  const form = input.target.form;
+  const now = Date.now();
+  if (now - lastTyping > 2000 && !(form && form.elements.note && form.elements.note.checked)) {
+    lastTyping = now;
+    send({ type: "typing", chat_id: openChatId() });
+  }
+});
+body.addEventListener("htmx:afterRequest", (done) => {
+  const form = done.detail.elt;
+  if (!form || form.id !== "composer" || !done.detail.successful) return;
+  form.reset();
+  const input = document.getElementById("composer-input");
+  if (input) input.focus();
+  scrollTimeline();
+});
 
 function scrollTimeline() {
   const timeline = document.getElementById("timeline");
@@ -122,10 +319,21 @@ function scrollTimeline() {
 body.addEventListener("htmx:afterSwap", (swap) => {
   if (swap.detail.target && swap.detail.target.id === "timeline") scrollTimeline();
 });
+body.addEventListener("htmx:afterSettle", () => { syncOpenChat(); applyTitle(); renderPresence(); });
 
 if (page !== "login") {  // the login page has no session to open a socket with
   setState("connecting");
+  showNotifyState();
   scrollTimeline();
   markRead();
+  refetchCounts();
+  getJSON("/auth/me").then((user) => {
+    me = user.id;
+    admin = user.role === "ADMIN";
+    names.set(user.id, user.username);
+    renderPresence();
+  }).catch(() => {});
+  seedWaiting();
+  installKeys({ openChatId, closeChat, send });
   connect();
 }
