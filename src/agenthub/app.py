@@ -11,7 +11,7 @@ from starlette.staticfiles import StaticFiles
 
 from agenthub import __version__
 from agenthub.callbacks import describe_callbacks
-from agenthub.console.routes import ConsoleHeadersMiddleware
+from agenthub.console.web import ConsoleHeadersMiddleware
 from agenthub.errors import install_error_handlers
 from agenthub.health import router as health_router
 from agenthub.hub import Hub
@@ -106,8 +106,8 @@ def _include_routers(app: FastAPI) -> None:
     from agenthub.channels.router import router as channels_router
     from agenthub.chats.router import router as chats_router
     from agenthub.console.admin import router as console_admin_router
-    from agenthub.console.routes import STATIC_DIR as CONSOLE_STATIC
     from agenthub.console.routes import router as console_router
+    from agenthub.console.web import STATIC_DIR as CONSOLE_STATIC
     from agenthub.operators.canned.router import router as canned_router
     from agenthub.operators.router import router as operators_router
     from agenthub.realtime.router import router as realtime_router

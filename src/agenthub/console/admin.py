@@ -26,7 +26,7 @@ from agenthub.auth import service as auth_service
 from agenthub.auth.schemas import UserCreate, UserUpdate
 from agenthub.channels import service as channels_service
 from agenthub.channels.schemas import CREDENTIAL_SCHEMAS, ChannelCreate
-from agenthub.console.routes import _signed_in, _to_login, render
+from agenthub.console.web import render, signed_in, to_login
 from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import AdminUser, HubDep, SessionDep
 from agenthub.errors import DomainError, InvalidInput
@@ -109,9 +109,9 @@ PLATFORMS = _platform_fields()
 
 async def _admin(request: Request, hub: Hub, session: AsyncSession) -> User | Response:
     """The signed-in admin of a GET, or the answer instead (login form, or 403)."""
-    principal = await _signed_in(request, hub, session)
+    principal = await signed_in(request, hub, session)
     if principal is None or principal.user is None:
-        return _to_login()
+        return to_login()
     if not principal.user.is_admin:
         return render("admin_forbidden.html", 403, page="admin-forbidden", user=principal.user)
     return principal.user

@@ -19,21 +19,14 @@ page opens and when new contact messages arrive while it is open.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-from datetime import datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agenthub.access import get_readable_channel, get_readable_chat, scope_channels
+from agenthub.access import get_readable_channel, get_readable_chat
 from agenthub.auth import service as auth_service
 from agenthub.auth.router import log_in, login_input
 from agenthub.auth.throttle import TooManyAttempts
@@ -42,6 +35,15 @@ from agenthub.chats.handling import refresh_handled_by
 from agenthub.chats.schemas import ChatAgentCreate, ChatUpdate, MessageCreate
 from agenthub.chats.service import post_message
 from agenthub.console import panel
+from agenthub.console.web import (
+    form_fields,
+    fragment_unauthorized,
+    names_by_id,
+    readable_channels,
+    render,
+    signed_in,
+    to_login,
+)
 from agenthub.delivery.events import access_changed, chat_updated, publish_after_commit
 from agenthub.deps import (
     CurrentPrincipal,
@@ -49,7 +51,6 @@ from agenthub.deps import (
     HubDep,
     Principal,
     SessionDep,
-    authenticate,
 )
 from agenthub.errors import DomainError, Forbidden, InvalidInput, Unauthorized
 from agenthub.hub import Hub
@@ -65,9 +66,6 @@ from agenthub.sessions import (
     same_origin,
 )
 
-HERE = Path(__file__).parent
-STATIC_DIR = HERE / "static"
-LOGIN_PATH = "/console/login"
 VIEWS = [
     (inbox.InboxView.ALL, "All"),
     (inbox.InboxView.NEEDS_HUMAN, "Needs human"),
@@ -77,121 +75,7 @@ VIEWS = [
 ]
 PAGE_SIZE = 50
 
-templates = Environment(
-    loader=FileSystemLoader(HERE / "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
-def _time(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else ""
-
-
-def _clock(moment: datetime | None) -> str:
-    return moment.strftime("%H:%M:%S") if moment is not None else ""
-
-
-templates.filters["hm"] = _time
-templates.filters["hms"] = _clock
-templates.globals["HANDLED_BY"] = {
-    "waiting": "Needs human",
-    "agent": "Agent",
-    "human": "Human",
-    "none": "No agent",
-}
-
 router = APIRouter(include_in_schema=False)
-
-
-# --- security headers ------------------------------------------------------------------------
-
-SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'self'"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-]
-
-
-class ConsoleHeadersMiddleware:
-    """The console's headers on every response under `/console` (and the `/` redirect):
-    a CSP that allows only the hub's own scripts, styles and sockets, no sniffing, and no
-    Referer leaving the hub. Other paths pass straight through."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path == "/" or path == "/console" or path.startswith("/console/")):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                names = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in names]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(templates.get_template(name).render(**context), status_code=status_code)
-
-
-async def _signed_in(request: Request, hub: Hub, session: AsyncSession) -> Principal | None:
-    """The user of the session cookie, or None (no cookie, revoked, expired, deactivated)."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie:
-        return None
-    try:
-        principal = await authenticate(hub, session, cookie)
-    except Unauthorized:
-        return None
-    if principal.user is None:
-        return None
-    return replace(principal, from_cookie=True)
-
-
-def _to_login() -> RedirectResponse:
-    return RedirectResponse(LOGIN_PATH, status_code=303)
-
-
-def _fragment_unauthorized() -> Response:
-    # htmx follows HX-Redirect even on an error status: the page goes to the login form.
-    return Response(status_code=401, headers={"HX-Redirect": LOGIN_PATH})
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """A urlencoded form (what htmx and HTML forms POST), without python-multipart."""
-    try:
-        pairs = parse_qsl(
-            (await request.body()).decode("utf-8"),
-            keep_blank_values=True,
-            errors="strict",
-            max_num_fields=10,
-        )
-    except ValueError:
-        raise InvalidInput.at(("body",), "value_error", "Not a valid UTF-8 form") from None
-    return dict(pairs)
-
-
-async def _names(session: AsyncSession, model: Any, ids: set[str], field: str) -> dict[str, str]:
-    if not ids:
-        return {}
-    rows = await session.execute(select(model.id, getattr(model, field)).where(model.id.in_(ids)))
-    return {row_id: name for row_id, name in rows.all()}
-
-
-async def _channels(session: AsyncSession, principal: Principal) -> list[Channel]:
-    query = scope_channels(select(Channel), principal).order_by(Channel.name, Channel.id)
-    return list(await session.scalars(query))
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -204,7 +88,7 @@ async def root() -> RedirectResponse:
 
 @router.get("/console/login")
 async def login_page(request: Request, hub: HubDep, session: SessionDep) -> Response:
-    if await _signed_in(request, hub, session) is not None:
+    if await signed_in(request, hub, session) is not None:
         return RedirectResponse("/console", status_code=303)
     return render("login.html", page="login")
 
@@ -259,7 +143,7 @@ async def login_submit(request: Request, hub: HubDep, session: SessionDep) -> Re
 async def logout(principal: CurrentPrincipal, session: SessionDep, hub: HubDep) -> Response:
     await auth_service.logout(session, principal)
     publish_after_commit(session, hub, access_changed(principal.id))
-    response = _to_login()
+    response = to_login()
     response.delete_cookie(
         SESSION_COOKIE,
         path="/",
@@ -286,7 +170,7 @@ async def _inbox_context(
         session, principal, view=view, channel_id=channel_id, q=q, limit=PAGE_SIZE, cursor=None
     )
     assigned = {row.chat.assigned_user_id for row in page.rows if row.chat.assigned_user_id}
-    users = await _names(session, User, assigned, "username")
+    users = await names_by_id(session, User, assigned, "username")
     rows = [
         {
             "chat": row.chat,
@@ -324,9 +208,9 @@ async def inbox_page(
     q: str | None = QParam,
     channel_id: str | None = ChannelParam,
 ) -> Response:
-    principal = await _signed_in(request, hub, session)
+    principal = await signed_in(request, hub, session)
     if principal is None:
-        return _to_login()
+        return to_login()
     return await _console_page(session, principal, None, view, q, channel_id)
 
 
@@ -349,7 +233,7 @@ async def _console_page(
         "inbox.html",
         page="chat" if chat is not None else "inbox",
         user=principal.user,
-        channels=await _channels(session, principal),
+        channels=await readable_channels(session, principal),
         **context,
         **chat_context,
     )
@@ -365,9 +249,9 @@ async def inbox_fragment(
     channel_id: str | None = ChannelParam,
     selected: str | None = SelectedParam,
 ) -> Response:
-    principal = await _signed_in(request, hub, session)
+    principal = await signed_in(request, hub, session)
     if principal is None:
-        return _fragment_unauthorized()
+        return fragment_unauthorized()
     context = await _inbox_context(session, principal, view, q, channel_id, selected)
     return render("_inbox_list.html", oob=True, **context)
 
@@ -391,8 +275,8 @@ async def _timeline_context(session: AsyncSession, chat: Chat) -> dict[str, Any]
         "chat": chat,
         "items": [_item(kind, row) for kind, row in items],
         "timeline_has_more": page.has_more,
-        "users": await _names(session, User, user_ids, "username"),
-        "agents": await _names(session, Agent, agent_ids, "name"),
+        "users": await names_by_id(session, User, user_ids, "username"),
+        "agents": await names_by_id(session, Agent, agent_ids, "name"),
     }
 
 
@@ -414,7 +298,7 @@ async def _open_chat_context(
 async def _chat_header_context(session: AsyncSession, chat: Chat) -> dict[str, Any]:
     channel = await session.get(Channel, chat.channel_id)
     assigned = chat.assigned_user_id
-    users = await _names(session, User, {assigned} if assigned else set(), "username")
+    users = await names_by_id(session, User, {assigned} if assigned else set(), "username")
     return {"channel": channel, "assignee": users.get(assigned or "")}
 
 
@@ -429,9 +313,9 @@ async def chat_page(
     channel_id: str | None = ChannelParam,
 ) -> Response:
     """The console with this chat open (a reload, or a shared link)."""
-    principal = await _signed_in(request, hub, session)
+    principal = await signed_in(request, hub, session)
     if principal is None:
-        return _to_login()
+        return to_login()
     chat = await get_readable_chat(session, principal, chat_id)
     return await _console_page(session, principal, chat, view, q, channel_id)
 
@@ -443,9 +327,9 @@ async def chat_fragment(
     """The chat for the centre pane, with its side panel and the list's selection swapped in
     out of band. `chat-opened` (the chat's id) fires on the clicked row, and bubbles to
     the body; then the list refetches, to highlight the row."""
-    principal = await _signed_in(request, hub, session)
+    principal = await signed_in(request, hub, session)
     if principal is None:
-        return _fragment_unauthorized()
+        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     response = render("_chat_fragment.html", **await _open_chat_context(session, principal, chat))
     response.headers["HX-Trigger"] = json.dumps({"chat-opened": chat.id})
@@ -457,9 +341,9 @@ async def chat_fragment(
 async def panel_fragment(
     chat_id: str, request: Request, hub: HubDep, session: SessionDep
 ) -> Response:
-    principal = await _signed_in(request, hub, session)
+    principal = await signed_in(request, hub, session)
     if principal is None:
-        return _fragment_unauthorized()
+        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     return render("_side_panel.html", **await panel.panel_context(session, principal, chat))
 
@@ -468,9 +352,9 @@ async def panel_fragment(
 async def timeline_fragment(
     chat_id: str, request: Request, hub: HubDep, session: SessionDep
 ) -> Response:
-    principal = await _signed_in(request, hub, session)
+    principal = await signed_in(request, hub, session)
     if principal is None:
-        return _fragment_unauthorized()
+        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     return render("_timeline.html", **await _timeline_context(session, chat))
 
@@ -479,9 +363,9 @@ async def timeline_fragment(
 async def header_fragment(
     chat_id: str, request: Request, hub: HubDep, session: SessionDep
 ) -> Response:
-    principal = await _signed_in(request, hub, session)
+    principal = await signed_in(request, hub, session)
     if principal is None:
-        return _fragment_unauthorized()
+        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     return render("_chat_header.html", chat=chat, **await _chat_header_context(session, chat))
 
@@ -501,7 +385,7 @@ async def compose(
     """The composer: a message to the contact, or (with `note` set) a private note. Answers
     the new timeline item."""
     chat = await get_readable_chat(session, principal, chat_id)
-    form = await _form(request)
+    form = await form_fields(request)
     content = form.get("content", "")
     item: ChatMessage | Note
     try:
@@ -593,7 +477,7 @@ async def panel_assign(
 ) -> Response:
     """Assign the chat (`user_id`; empty: to nobody), as `PATCH /chats/{id}` does."""
     chat = await get_readable_chat(session, principal, chat_id)
-    form = await _form(request)
+    form = await form_fields(request)
     try:
         data = ChatUpdate.model_validate({"assigned_user_id": form.get("user_id") or None})
     except ValidationError as exc:
@@ -622,7 +506,7 @@ async def panel_link_agent(
     hub: HubDep,
 ) -> Response:
     chat = await get_readable_chat(session, principal, chat_id)
-    form = await _form(request)
+    form = await form_fields(request)
     try:
         data = ChatAgentCreate.model_validate({"agent_id": form.get("agent_id", "")})
     except ValidationError as exc:
