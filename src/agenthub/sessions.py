@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 from fastapi import WebSocket
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
+from agenthub.errors import Forbidden
 from agenthub.settings import Settings
 
 SESSION_COOKIE = "agenthub_session"
@@ -61,6 +63,16 @@ def same_origin(connection: HTTPConnection, settings: Settings) -> bool:
     return expected is not None and origin_of(given) == expected
 
 
+def ensure_sign_in_origin(connection: HTTPConnection, settings: Settings) -> None:
+    """A sign-in may come without `Origin` (curl, scripts), but not from another site's page:
+    that would sign the visitor's browser in behind its back (403)."""
+    if "origin" in connection.headers and not same_origin(connection, settings):
+        raise Forbidden(
+            f"Sign in from this hub's own origin ({public_origin(settings)}, from "
+            "AGENTHUB_PUBLIC_URL)"
+        )
+
+
 def cookie_is_secure(settings: Settings) -> bool:
     """`Secure` cookies when the hub is reached over https (a browser then never sends the
     cookie over plain http); without it, a laptop install on http://127.0.0.1 still works."""
@@ -70,6 +82,30 @@ def cookie_is_secure(settings: Settings) -> bool:
 def cookie_max_age(settings: Settings) -> int:
     """The cookie lasts as long as the token in it."""
     return settings.user_token_ttl_hours * 3600
+
+
+def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
+    """Put a new session's token in the cookie (and keep the answer out of caches)."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=cookie_max_age(settings),
+        path="/",
+        secure=cookie_is_secure(settings),
+        httponly=True,
+        samesite="strict",
+    )
+    response.headers["Cache-Control"] = "no-store"
+
+
+def clear_session_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE,
+        path="/",
+        secure=cookie_is_secure(settings),
+        httponly=True,
+        samesite="strict",
+    )
 
 
 def websocket_token(websocket: WebSocket, token: str | None, settings: Settings) -> str | None:

@@ -23,16 +23,14 @@ from agenthub.auth.schemas import (
 )
 from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
-from agenthub.errors import DomainError, Forbidden, InvalidInput, Unauthorized
+from agenthub.errors import DomainError, InvalidInput, Unauthorized
 from agenthub.hub import Hub
 from agenthub.models import ApiToken, User
 from agenthub.openapi_errors import error_responses
 from agenthub.sessions import (
-    SESSION_COOKIE,
-    cookie_is_secure,
-    cookie_max_age,
-    public_origin,
-    same_origin,
+    clear_session_cookie,
+    ensure_sign_in_origin,
+    set_session_cookie,
 )
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -163,24 +161,11 @@ async def create_session(
     token; those that change something also need the `Origin` header of the hub's public
     URL. An `Origin` of another site is refused here too (403: no signing a browser in from
     elsewhere). Failed attempts count with those of `/auth/login` (429, `Retry-After`)."""
-    if "origin" in request.headers and not same_origin(request, hub.settings):
-        raise Forbidden(
-            f"Sign in from this hub's own origin ({public_origin(hub.settings)}, from "
-            "AGENTHUB_PUBLIC_URL)"
-        )
+    ensure_sign_in_origin(request, hub.settings)
     data = await login_input(request)
     raw, token, user = await log_in(request, data, session, hub, kind="session")
     assert token.expires_at is not None
-    response.set_cookie(
-        SESSION_COOKIE,
-        raw,
-        max_age=cookie_max_age(hub.settings),
-        path="/",
-        secure=cookie_is_secure(hub.settings),
-        httponly=True,
-        samesite="strict",
-    )
-    response.headers["Cache-Control"] = "no-store"
+    set_session_cookie(response, raw, hub.settings)
     return SessionOut(expires_at=token.expires_at, user=UserOut.model_validate(user))
 
 
@@ -193,13 +178,7 @@ async def logout(
     await service.logout(session, principal)
     publish_after_commit(session, hub, access_changed(principal.id))
     if principal.from_cookie:
-        response.delete_cookie(
-            SESSION_COOKIE,
-            path="/",
-            secure=cookie_is_secure(hub.settings),
-            httponly=True,
-            samesite="strict",
-        )
+        clear_session_cookie(response, hub.settings)
 
 
 @router.get("/me", response_model=UserOut)

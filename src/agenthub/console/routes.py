@@ -52,18 +52,16 @@ from agenthub.deps import (
     Principal,
     SessionDep,
 )
-from agenthub.errors import DomainError, Forbidden, InvalidInput, Unauthorized
+from agenthub.errors import DomainError, InvalidInput, Unauthorized
 from agenthub.hub import Hub
 from agenthub.models import Agent, Channel, Chat, ChatEvent, Note, User
 from agenthub.models import Message as ChatMessage
 from agenthub.operators import inbox, takeover, timeline
 from agenthub.operators.schemas import NoteIn, NoteOut
 from agenthub.sessions import (
-    SESSION_COOKIE,
-    cookie_is_secure,
-    cookie_max_age,
-    public_origin,
-    same_origin,
+    clear_session_cookie,
+    ensure_sign_in_origin,
+    set_session_cookie,
 )
 
 VIEWS = [
@@ -96,8 +94,7 @@ async def login_page(request: Request, hub: HubDep, session: SessionDep) -> Resp
 @router.post("/console/login")
 async def login_submit(request: Request, hub: HubDep, session: SessionDep) -> Response:
     """The form's POST: the throttle and token of `POST /auth/session`, then the inbox."""
-    if "origin" in request.headers and not same_origin(request, hub.settings):
-        raise Forbidden(f"Sign in from this hub's own origin ({public_origin(hub.settings)})")
+    ensure_sign_in_origin(request, hub.settings)
     username = ""
     try:
         data = await login_input(request)
@@ -126,16 +123,7 @@ async def login_submit(request: Request, hub: HubDep, session: SessionDep) -> Re
             error="Enter a username and a password.",
         )
     redirect = RedirectResponse("/console", status_code=303)
-    redirect.set_cookie(
-        SESSION_COOKIE,
-        raw,
-        max_age=cookie_max_age(hub.settings),
-        path="/",
-        secure=cookie_is_secure(hub.settings),
-        httponly=True,
-        samesite="strict",
-    )
-    redirect.headers["Cache-Control"] = "no-store"
+    set_session_cookie(redirect, raw, hub.settings)
     return redirect
 
 
@@ -144,13 +132,7 @@ async def logout(principal: CurrentPrincipal, session: SessionDep, hub: HubDep) 
     await auth_service.logout(session, principal)
     publish_after_commit(session, hub, access_changed(principal.id))
     response = to_login()
-    response.delete_cookie(
-        SESSION_COOKIE,
-        path="/",
-        secure=cookie_is_secure(hub.settings),
-        httponly=True,
-        samesite="strict",
-    )
+    clear_session_cookie(response, hub.settings)
     return response
 
 
