@@ -105,8 +105,9 @@ def _include_routers(app: FastAPI) -> None:
     from agenthub.auth.router import router as auth_router
     from agenthub.channels.router import router as channels_router
     from agenthub.chats.router import router as chats_router
+    from agenthub.console.actions import router as console_actions_router
     from agenthub.console.admin import router as console_admin_router
-    from agenthub.console.routes import router as console_router
+    from agenthub.console.pages import router as console_pages_router
     from agenthub.console.web import STATIC_DIR as CONSOLE_STATIC
     from agenthub.operators.canned.router import router as canned_router
     from agenthub.operators.router import router as operators_router
@@ -124,6 +125,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(operators_router)
     app.include_router(realtime_router)
     # The operator console: HTML pages and their static files, left out of the OpenAPI schema.
-    app.include_router(console_router, include_in_schema=False)
+    app.include_router(console_pages_router, include_in_schema=False)
+    app.include_router(console_actions_router, include_in_schema=False)
     app.include_router(console_admin_router, include_in_schema=False)
     app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")

@@ -1,6 +1,6 @@
 """The console's side panel: what the operator sees and may change about the open chat.
 
-Only reads here (the routes in `console/routes.py` make the changes through `chats.service`):
+Only reads here (the routes in `console/actions.py` make the changes through `chats.service`):
 the contact, who handles the chat and why it needs a human, the users it may be assigned to
 (exactly those `chats.service.assign` accepts: active admins and active members of the
 chat's channel), its agent links with the active agents not linked yet, and, for an admin
