@@ -9,14 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
-from selectolax.lexbor import LexborNode as Node
 
 from agenthub.chats.handling import refresh_handled_by
 from agenthub.hub import Hub
@@ -29,85 +27,25 @@ from agenthub.models import (
     Role,
 )
 from tests.conftest import Caller
+from tests.console_helpers import (
+    ORIGIN,
+    api_channel,
+    contact_says,
+    cookie,
+    form_of,
+    hook,
+    hooks,
+    parse,
+    writing,
+)
 from tests.factories import make_agent
-from tests.fake_platform import standard_webhook_headers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.database_independent]
 
-ORIGIN = "http://hub.test"  # the `settings` fixture's public URL
 VENDOR = Path(__file__).parents[1] / "src/agenthub/console/static/vendor"
 HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
 HOSTILE_NAME = '"><img src=x onerror=alert(1)>'
 HOSTILE_TEXT = "<script>alert('x')</script> & done"
-
-
-def cookie(caller: Caller) -> dict[str, str]:
-    return {"Cookie": f"agenthub_session={caller.token}"}
-
-
-def writing(caller: Caller, origin: str | None = ORIGIN) -> dict[str, str]:
-    headers = cookie(caller)
-    if origin is not None:
-        headers["Origin"] = origin
-    return headers
-
-
-def parse(answer: httpx2.Response) -> HTMLParser:
-    assert answer.headers["content-type"].startswith("text/html"), answer.text
-    return HTMLParser(answer.text)
-
-
-def hook(tree: HTMLParser | Node, testid: str) -> Node:
-    node = tree.css_first(f'[data-testid="{testid}"]')
-    assert node is not None, f"no {testid}"
-    return node
-
-
-def hooks(tree: HTMLParser | Node, testid: str) -> list[Node]:
-    return list(tree.css(f'[data-testid="{testid}"]'))
-
-
-async def api_channel(client: httpx2.AsyncClient, admin: Caller, name: str) -> dict[str, Any]:
-    answer = await client.post(
-        "/channels", json={"name": name, "platform": "api"}, headers=admin.headers
-    )
-    assert answer.status_code == 201, answer.text
-    body: dict[str, Any] = answer.json()
-    return {**body, "secret": body["credentials"]["secret"]}
-
-
-async def contact_says(
-    client: httpx2.AsyncClient,
-    channel: dict[str, Any],
-    content: str,
-    *,
-    contact: str = "visitor-1",
-    name: str = "Visitor One",
-) -> str:
-    """A signed inbound message from a contact; the chat's id."""
-    body = json.dumps(
-        {
-            "contact_id": contact,
-            "contact_name": name,
-            "message_id": uuid.uuid4().hex,
-            "content": content,
-        }
-    ).encode()
-    headers = standard_webhook_headers(channel["secret"], body)
-    answer = await client.post(
-        f"/webhooks/api/{channel['id']}",
-        content=body,
-        headers={"content-type": "application/json", **headers},
-    )
-    assert answer.status_code < 300, answer.text
-    chats = await client.get(
-        "/inbox", params={"channel_id": channel["id"], "q": contact}, headers=cookie_free(channel)
-    )
-    return str(chats.json()["chats"][0]["id"])
-
-
-def cookie_free(channel: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {channel['_admin_token']}"}
 
 
 @pytest.fixture
@@ -347,7 +285,10 @@ async def test_the_chat_page_composer_and_takeover(
     took = await client.post(f"/console/fragments/chats/{chat_id}/takeover", headers=form)
     assert took.status_code == 200, took.text
     assert hook(parse(took), "chat-handled-by").attributes["data-handled-by"] == "human"
-    assert json.loads(took.headers["hx-trigger"]) == {"panel-refresh": chat_id}
+    assert json.loads(took.headers["hx-trigger"]) == {
+        "panel-refresh": chat_id,
+        "composer-refresh": chat_id,
+    }
     sent = await client.post(
         f"/console/fragments/chats/{chat_id}/compose", content="content=On+it%21", headers=form
     )
@@ -405,13 +346,6 @@ def test_vendored_htmx_is_the_pinned_release() -> None:
 
 
 # --- the three panes and the side panel ------------------------------------------------------
-
-
-FORM = {"content-type": "application/x-www-form-urlencoded"}
-
-
-def form_of(caller: Caller, origin: str | None = ORIGIN) -> dict[str, str]:
-    return {**writing(caller, origin), **FORM}
 
 
 async def test_the_three_panes_and_a_row_opening_its_chat(
@@ -539,7 +473,10 @@ async def test_the_side_panel_and_its_actions(
         f"{panel_path}/agents", content=f"agent_id={bot.id}", headers=form_of(member)
     )
     assert linked.status_code == 200, linked.text
-    assert json.loads(linked.headers["hx-trigger"]) == {"timeline-refresh": chat_id}
+    assert json.loads(linked.headers["hx-trigger"]) == {
+        "timeline-refresh": chat_id,
+        "composer-refresh": chat_id,
+    }
     header = parse(linked).css_first("#chat-header")
     assert header is not None
     assert header.attributes["hx-swap-oob"] == "innerHTML"

@@ -13,30 +13,13 @@ from selectolax.lexbor import LexborNode as Node
 
 from agenthub.models import Role
 from tests.conftest import Caller
+from tests.console_helpers import ORIGIN, cookie, form_of, parse
 from tests.fake_platform import FakePlatform, Reply
 
 pytestmark = [pytest.mark.anyio, pytest.mark.database_independent]
 
-ORIGIN = "http://hub.test"  # the `settings` fixture's public URL
-FORM = {"content-type": "application/x-www-form-urlencoded"}
 PAGES = ("channels", "agents", "users", "canned")
 HOSTILE = '"><img src=x onerror=alert(1)>'
-
-
-def cookie(caller: Caller) -> dict[str, str]:
-    return {"Cookie": f"agenthub_session={caller.token}"}
-
-
-def writing(caller: Caller, origin: str | None = ORIGIN) -> dict[str, str]:
-    headers = {**cookie(caller), **FORM}
-    if origin is not None:
-        headers["Origin"] = origin
-    return headers
-
-
-def parse(answer: httpx2.Response) -> HTMLParser:
-    assert answer.headers["content-type"].startswith("text/html"), answer.text
-    return HTMLParser(answer.text)
 
 
 def texts(tree: HTMLParser | Node, testid: str) -> list[str]:
@@ -56,7 +39,7 @@ def label(box: Node) -> str:
 async def post(
     client: httpx2.AsyncClient, caller: Caller, path: str, data: Any = None
 ) -> httpx2.Response:
-    return await client.post(f"/console/admin/{path}", data=data or {}, headers=writing(caller))
+    return await client.post(f"/console/admin/{path}", data=data or {}, headers=form_of(caller))
 
 
 async def test_a_member_gets_403_on_every_page_and_post(
@@ -114,7 +97,7 @@ async def test_a_post_without_the_hubs_origin_is_refused(
     data = {"shortcut": "hi", "content": "Hello"}
     for origin in (None, "http://evil.test"):
         answer = await client.post(
-            "/console/admin/canned", data=data, headers=writing(admin, origin)
+            "/console/admin/canned", data=data, headers=form_of(admin, origin)
         )
         assert answer.status_code == 403, origin
     listed = parse(await client.get("/console/admin/canned", headers=cookie(admin)))

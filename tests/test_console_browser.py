@@ -31,7 +31,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from agenthub.migrate import upgrade_database
-from tests.fake_platform import standard_webhook_headers
+from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers
 from tests.procs import ServeProcess, hub_env
 
 pytestmark = pytest.mark.multiprocess
@@ -100,7 +100,14 @@ class Hub:
     def api(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def contact_says(self, contact_id: str, name: str, content: str) -> None:
+    def chat_named(self, name: str) -> str:
+        chats = self.http.get("/inbox", params={"q": name}, headers=self.api()).json()["chats"]
+        return str(next(c["id"] for c in chats if c["name"] == name))
+
+    def contact_says(
+        self, contact_id: str, name: str, content: str, channel: dict[str, Any] | None = None
+    ) -> None:
+        channel = channel or self.channel
         body = json.dumps(
             {
                 "contact_id": contact_id,
@@ -109,9 +116,9 @@ class Hub:
                 "content": content,
             }
         )
-        headers = standard_webhook_headers(self.channel["credentials"]["secret"], body)
+        headers = standard_webhook_headers(channel["credentials"]["secret"], body)
         inbound = self.http.post(
-            f"/webhooks/api/{self.channel['id']}",
+            f"/webhooks/api/{channel['id']}",
             content=body,
             headers={"content-type": "application/json", **headers},
         )
@@ -317,3 +324,96 @@ def test_presence_names_the_other_operators(
         socket.send(json.dumps({"type": "typing", "chat_id": chat_id}))
         wait.until(lambda d: by_testid(d, "presence").text == "bruno is typing…")
     wait.until(lambda d: by_testid(d, "presence").text == "")
+
+
+def test_take_over_reply_to_the_platform_and_hand_back(
+    browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], hub: Hub
+) -> None:
+    """A chat an agent handles: the composer offers Take over; the reply then reaches the
+    contact's platform (an `api` channel's callback) and shows sent; Hand back returns the
+    chat to the agent."""
+    with FakePlatform(default=Reply(200, json={})) as platform:
+        created = hub.http.post(
+            "/channels",
+            json={"name": "Shop", "platform": "api", "config": {"callback_url": platform.url}},
+            headers=hub.api(),
+        )
+        shop = created.json()
+        agent = hub.http.post(
+            "/auth/agents",
+            json={"name": "Shop bot", "webhook_url": f"{platform.url}/agent"},
+            headers=hub.api(),
+        )
+        assert agent.status_code == 201, agent.text
+        hub.contact_says("visitor-12", "Femi", "Is the blue one in stock?", channel=shop)
+        chat_id = hub.chat_named("Femi")
+        # A new chat gets the channel's default agents: here every active agent, the bot.
+        links = hub.http.get(f"/chats/{chat_id}/agents", headers=hub.api()).json()
+        assert [link["agent_id"] for link in links] == [agent.json()["id"]]
+
+        sign_in(browser, wait, hub)
+        browser.get(f"{hub.url}/console/chats/{chat_id}")
+        live(wait)
+        handled = '#chat-header [data-testid="chat-handled-by"]'
+        assert by_testid(browser, "composer-agent-notice").is_displayed()
+        assert "note" in by_testid(browser, "composer-input").get_attribute("placeholder")
+        by_testid(browser, "composer-takeover").click()
+        wait.until(
+            lambda d: (
+                d.find_element(By.CSS_SELECTOR, handled).get_attribute("data-handled-by") == "human"
+            )
+        )
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, AGENT_NOTICE))
+
+        by_testid(browser, "composer-input").send_keys("Yes, two left!", Keys.ENTER)
+
+        def replies(_: object) -> list[Any]:
+            return [r for r in platform.requests() if r.path != "/agent"]
+
+        [sent] = wait.until(replies)
+        assert json.loads(sent.body)["message"]["content"] == "Yes, two left!"
+        mine = '[data-testid="timeline-item"][data-sender-type="USER"]'
+        wait.until(
+            lambda d: d.find_element(By.CSS_SELECTOR, mine).get_attribute("data-status") == "SENT"
+        )
+        assert "sent" in browser.find_element(By.CSS_SELECTOR, mine).text
+
+        by_testid(browser, "action-handback").click()
+        wait.until(
+            lambda d: (
+                d.find_element(By.CSS_SELECTOR, handled).get_attribute("data-handled-by") == "agent"
+            )
+        )
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, AGENT_NOTICE))
+        wait.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, f'{EVENT_ITEM}[data-event="handback"]')
+        )
+        taken = browser.find_element(By.CSS_SELECTOR, f'{EVENT_ITEM}[data-event="takeover"]')
+        assert taken.text.startswith("Taken over by admin")
+
+
+AGENT_NOTICE = '[data-testid="composer-agent-notice"]'
+EVENT_ITEM = '[data-testid="timeline-item"][data-kind="event"]'
+
+
+def test_after_the_server_restarts_the_page_reconnects_and_catches_up(
+    browser: webdriver.Chrome,
+    wait: WebDriverWait[webdriver.Chrome],
+    hub: Hub,
+    serve: ServeProcess,
+) -> None:
+    """Last in the module: it restarts the module's server. What arrived while the page was
+    offline shows without a reload (the page refetches once it is back)."""
+    sign_in(browser, wait, hub)
+    browser.execute_script("window.__notReloaded = true")
+    serve.stop()
+    wait.until(lambda d: by_testid(d, "connection-state").get_attribute("data-state") != "open")
+    serve.start()
+    hub.contact_says("visitor-13", "Gus", "Back online?")
+    live(wait)
+    wait.until(lambda d: row_named(d, "Gus"))
+    assert browser.execute_script("return window.__notReloaded") is True
+    # The only errors: the requests made while the server was down (the `wait` fixture
+    # fails the test on any other).
+    offline = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert all("ERR_CONNECTION_REFUSED" in message for message in offline), offline

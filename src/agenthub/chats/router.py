@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
 from agenthub.access import get_readable_channel, get_readable_chat
 from agenthub.auth.router import Limit, Offset
-from agenthub.chats import service
+from agenthub.chats import resend, service
 from agenthub.chats.schemas import (
     ChatAgentCreate,
     ChatAgentOut,
@@ -123,6 +123,25 @@ async def post_message(
     The message is stored `PENDING` and sent to the platform in the background.
     """
     return await service.post_message(session, hub, principal, chat, data)
+
+
+@router.post(
+    "/chats/{chat_id}/messages/{message_id}/retry",
+    response_model=MessageOut,
+    responses=error_responses(409),
+)
+async def retry_message(
+    chat: ReadableChat,
+    message_id: Annotated[str, Path(max_length=16)],
+    session: SessionDep,
+    hub: HubDep,
+) -> object:
+    """Send a `FAILED` USER or AGENT message again: it keeps its id, shows `PENDING` and goes
+    to the platform in the background, as a new message would. Not failed, or a contact's
+    message → 409."""
+    return await resend.retry_send(
+        session, hub, await resend.get_message(session, chat, message_id)
+    )
 
 
 @router.get("/chats/{chat_id}/agents", response_model=list[ChatAgentOut])

@@ -15,17 +15,18 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.access import get_readable_chat
+from agenthub.chats import resend
 from agenthub.chats import service as chat_service
 from agenthub.chats.handling import refresh_handled_by
 from agenthub.chats.schemas import ChatAgentCreate, ChatUpdate, MessageCreate
 from agenthub.chats.service import post_message
 from agenthub.console import panel, views
-from agenthub.console.web import form_fields, render
+from agenthub.console.web import form_fields, names_by_id, render
 from agenthub.delivery.events import chat_updated, publish_after_commit
 from agenthub.deps import CurrentPrincipal, CurrentUser, HubDep, Principal, SessionDep
 from agenthub.errors import InvalidInput
 from agenthub.hub import Hub
-from agenthub.models import Chat, Note
+from agenthub.models import Agent, Chat, Note, User
 from agenthub.models import Message as ChatMessage
 from agenthub.operators import takeover, timeline
 from agenthub.operators.schemas import NoteIn, NoteOut
@@ -78,6 +79,31 @@ async def compose(
     )
 
 
+@router.post("/console/fragments/chats/{chat_id}/messages/{message_id}/retry")
+async def retry_message(
+    chat_id: str,
+    message_id: str,
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> Response:
+    """A failed message's Retry button: the message again, now pending."""
+    chat = await get_readable_chat(session, principal, chat_id)
+    message = await resend.retry_send(
+        session, hub, await resend.get_message(session, chat, message_id)
+    )
+    users = await names_by_id(session, User, {message.sender_id or ""}, "username")
+    agents = await names_by_id(session, Agent, {message.sender_id or ""}, "name")
+    return render(
+        "_timeline_item.html",
+        it=views.item("message", message),
+        chat=chat,
+        users=users,
+        agents=agents,
+    )
+
+
 async def _takeover_or_handback(
     chat_id: str, principal: Principal, session: AsyncSession, hub: Hub, *, take: bool
 ) -> Response:
@@ -90,7 +116,9 @@ async def _takeover_or_handback(
     response = render(
         "_chat_header.html", chat=chat, **await views.chat_header_context(session, chat)
     )
-    response.headers["HX-Trigger"] = json.dumps({"panel-refresh": chat.id})
+    response.headers["HX-Trigger"] = json.dumps(
+        {"panel-refresh": chat.id, "composer-refresh": chat.id}
+    )
     return response
 
 
@@ -124,7 +152,9 @@ async def _panel_changed(
         **await panel.panel_context(session, principal, chat),
     }
     response = render("_panel_answer.html", **context)
-    response.headers["HX-Trigger"] = json.dumps({"timeline-refresh": chat.id})
+    response.headers["HX-Trigger"] = json.dumps(
+        {"timeline-refresh": chat.id, "composer-refresh": chat.id}
+    )
     return response
 
 

@@ -46,6 +46,8 @@ ViewParam = Query(inbox.InboxView.ALL)
 QParam = Query(None, max_length=200)
 ChannelParam = Query(None, max_length=16)
 SelectedParam = Query(None, max_length=16)
+LimitParam = Query(views.PAGE_SIZE, ge=1, le=views.MAX_INBOX_ROWS)
+ItemParam = Query(None, max_length=16)
 
 
 # --- pages -----------------------------------------------------------------------------------
@@ -157,11 +159,13 @@ async def inbox_fragment(
     q: str | None = QParam,
     channel_id: str | None = ChannelParam,
     selected: str | None = SelectedParam,
+    limit: int = LimitParam,
 ) -> Response:
+    """The list (and the tabs' counts, out of band); `limit` grows with "Show more chats"."""
     principal = await signed_in(request, hub, session)
     if principal is None:
         return fragment_unauthorized()
-    context = await views.inbox_context(session, principal, view, q, channel_id, selected)
+    context = await views.inbox_context(session, principal, view, q, channel_id, selected, limit)
     return render("_inbox_list.html", oob=True, **context)
 
 
@@ -215,13 +219,48 @@ async def panel_fragment(
 
 @router.get("/console/fragments/chats/{chat_id}/timeline")
 async def timeline_fragment(
-    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+    chat_id: str,
+    request: Request,
+    hub: HubDep,
+    session: SessionDep,
+    since: str | None = ItemParam,
 ) -> Response:
+    """The timeline again (live changes): from `since`, the oldest item the page shows, on."""
     principal = await signed_in(request, hub, session)
     if principal is None:
         return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
-    return render("_timeline.html", **await views.timeline_context(session, chat))
+    context = await views.timeline_context(session, chat, since=since or None)
+    return render("_timeline.html", **context)
+
+
+@router.get("/console/fragments/chats/{chat_id}/timeline/older")
+async def older_timeline_fragment(
+    chat_id: str,
+    request: Request,
+    hub: HubDep,
+    session: SessionDep,
+    before: str = Query(max_length=16),
+) -> Response:
+    """Scrolling back: the page older than `before`, put at the top of the list."""
+    principal = await signed_in(request, hub, session)
+    if principal is None:
+        return fragment_unauthorized()
+    chat = await get_readable_chat(session, principal, chat_id)
+    context = await views.timeline_context(session, chat, before=before)
+    return render("_timeline_page_older.html", **context)
+
+
+@router.get("/console/fragments/chats/{chat_id}/composer-notice")
+async def composer_notice_fragment(
+    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+) -> Response:
+    """Above the composer: whether an agent handles the chat (then it offers Take over)."""
+    principal = await signed_in(request, hub, session)
+    if principal is None:
+        return fragment_unauthorized()
+    chat = await get_readable_chat(session, principal, chat_id)
+    return render("_composer_notice.html", chat=chat)
 
 
 @router.get("/console/fragments/chats/{chat_id}/header")

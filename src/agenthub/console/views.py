@@ -8,6 +8,7 @@ shows it. The routes are in `console/pages.py` (what is read) and `console/actio
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +17,7 @@ from agenthub.access import get_readable_channel
 from agenthub.console import panel
 from agenthub.console.web import names_by_id
 from agenthub.deps import Principal
-from agenthub.models import Agent, Channel, Chat, ChatEvent, Note, User
+from agenthub.models import Agent, Channel, Chat, ChatEvent, DeliveryStatus, Note, User
 from agenthub.models import Message as ChatMessage
 from agenthub.operators import inbox, timeline
 
@@ -28,6 +29,8 @@ VIEWS = [
     (inbox.InboxView.AGENT, "Agent"),
 ]
 PAGE_SIZE = 50
+# "Show more chats" grows the list by a page up to this; past it, search or filter.
+MAX_INBOX_ROWS = 500
 
 
 async def inbox_context(
@@ -37,13 +40,15 @@ async def inbox_context(
     q: str | None,
     channel_id: str | None,
     selected: str | None = None,
+    limit: int = PAGE_SIZE,
 ) -> dict[str, Any]:
     q = q or None
+    limit = max(1, min(limit, MAX_INBOX_ROWS))
     channel_id = channel_id or None
     if channel_id is not None:
         await get_readable_channel(session, principal, channel_id)
     page = await inbox.inbox_page(
-        session, principal, view=view, channel_id=channel_id, q=q, limit=PAGE_SIZE, cursor=None
+        session, principal, view=view, channel_id=channel_id, q=q, limit=limit, cursor=None
     )
     assigned = {row.chat.assigned_user_id for row in page.rows if row.chat.assigned_user_id}
     users = await names_by_id(session, User, assigned, "username")
@@ -66,11 +71,29 @@ async def inbox_context(
         "views": VIEWS,
         "selected": selected or "",
         "list_path": f"/console/chats/{selected}" if selected else "/console",
+        "limit": limit,
+        "page_size": PAGE_SIZE,
+        "max_limit": MAX_INBOX_ROWS,
     }
 
 
-async def timeline_context(session: AsyncSession, chat: Chat) -> dict[str, Any]:
-    page = await timeline.timeline_page(session, chat, limit=PAGE_SIZE, before=None)
+# More than this many items since the oldest one shown: a refresh starts over from the newest.
+REFRESH_LIMIT = 500
+
+
+async def timeline_context(
+    session: AsyncSession, chat: Chat, *, before: str | None = None, since: str | None = None
+) -> dict[str, Any]:
+    """The timeline, oldest first: the newest page; or the page older than `before` (scrolling
+    back); or everything from `since` on (a live refresh keeps what was scrolled back to)."""
+    if since is not None:
+        page = await timeline.timeline_page(
+            session, chat, limit=REFRESH_LIMIT, before=None, since=since
+        )
+        if page.has_more:
+            since = None
+    if since is None:
+        page = await timeline.timeline_page(session, chat, limit=PAGE_SIZE, before=before)
     items = list(reversed(page.items))  # oldest first, the newest at the bottom
     user_ids: set[str] = set()
     agent_ids: set[str] = set()
@@ -87,14 +110,69 @@ async def timeline_context(session: AsyncSession, chat: Chat) -> dict[str, Any]:
     return {
         "chat": chat,
         "items": [item(kind, row) for kind, row in items],
-        "timeline_has_more": page.has_more,
+        # From `since` on, everything is there down to the oldest item shown before.
+        "timeline_has_more": page.has_more if since is None else _older_exists(items),
         "users": await names_by_id(session, User, user_ids, "username"),
         "agents": await names_by_id(session, Agent, agent_ids, "name"),
     }
 
 
+def _older_exists(items: list[tuple[str, Any]]) -> bool:
+    """After a refresh from `since`: whether anything is older than its first item (the chat's
+    first position is 1)."""
+    return bool(items) and int(items[0][1].seq) > 1
+
+
 def item(kind: str, row: ChatMessage | Note | ChatEvent) -> dict[str, Any]:
-    return {"kind": kind, "row": row, "at": timeline.item_timestamp(kind, row)}
+    shown: dict[str, Any] = {"kind": kind, "row": row, "at": timeline.item_timestamp(kind, row)}
+    if isinstance(row, ChatMessage):
+        shown["media"] = media_of(row)
+        shown["failure"] = failure_of(row)
+    return shown
+
+
+_PROXY_PATH = re.compile(r"^https?://[^/?#]+(/channels/(chn_[A-Za-z0-9]+)/media/[^/?#]+)$")
+
+
+def media_of(message: ChatMessage) -> list[dict[str, str | None]]:
+    """`meta_data.media` as the timeline shows it. A file behind the hub's media proxy for the
+    message's own channel is fetched from this origin (the page's policy allows no other);
+    any other http(s) URL becomes a link that leaves the console; anything else is a name
+    only (a `javascript:` URL in a contact's message must never become a link)."""
+    shown = []
+    for entry in message.meta_data.get("media") or []:
+        if not isinstance(entry, dict):
+            continue
+        url = str(entry.get("url") or "")
+        content_type = str(entry.get("content_type") or "")
+        name = entry.get("filename") or entry.get("file_name")
+        proxied = _PROXY_PATH.match(url)
+        src = proxied.group(1) if proxied and proxied.group(2) == message.channel_id else None
+        link = url if src is None and url.startswith(("https://", "http://")) else None
+        kind = content_type.split("/", 1)[0] if src and content_type else "file"
+        shown.append(
+            {
+                "kind": kind if kind in ("image", "audio", "video") else "file",
+                "src": src,
+                "link": link,
+                "name": str(name) if name else None,
+                "content_type": content_type or None,
+            }
+        )
+    return shown
+
+
+def failure_of(message: ChatMessage) -> str | None:
+    """Why a message to the contact failed, in a line (`meta_data.error`, from the platform)."""
+    if message.delivery_status != DeliveryStatus.FAILED or message.sender_type == "CONTACT":
+        return None
+    error = message.meta_data.get("error")
+    if not isinstance(error, dict):
+        return "The platform did not take the message."
+    detail = error.get("detail") or error.get("message") or error.get("code")
+    status = error.get("status_code")
+    reason = str(detail) if detail else "The platform refused the message."
+    return f"{reason} (HTTP {status})" if status else reason
 
 
 async def open_chat_context(

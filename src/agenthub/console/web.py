@@ -56,6 +56,27 @@ templates.globals["HANDLED_BY"] = {
     "human": "Human",
     "none": "No agent",
 }
+# The timeline's system events (then "by <who>", unless the hub itself did it).
+templates.globals["EVENT_LABELS"] = {
+    "takeover": "Taken over",
+    "handback": "Handed back",
+    "assigned": "Assigned",
+    "unassigned": "Unassigned",
+    "handoff": "Handed off to a human",
+    "delivery_failed": "Delivery to the agent failed",
+    "agent_linked": "Agent linked",
+    "agent_paused": "Agent paused",
+    "agent_resumed": "Agent resumed",
+    "agent_unlinked": "Agent unlinked",
+}
+# A message to the contact: pending, then sent, then delivered or read (✓ as chat apps show it).
+templates.globals["STATUS_LABELS"] = {
+    "PENDING": "sending…",
+    "SENT": "sent ✓",
+    "DELIVERED": "delivered ✓✓",
+    "READ": "read ✓✓",
+    "FAILED": "not sent",
+}
 
 
 # --- security headers ------------------------------------------------------------------------

@@ -44,16 +44,29 @@ class TimelinePage:
 
 
 async def timeline_page(
-    session: AsyncSession, chat: Chat, *, limit: int, before: str | None
+    session: AsyncSession,
+    chat: Chat,
+    *,
+    limit: int,
+    before: str | None,
+    since: str | None = None,
 ) -> TimelinePage:
-    """One page: the positions first (one UNION over three indexed ranges), then the rows."""
-    below = await _position_of(session, chat, before) if before is not None else None
+    """One page: the positions first (one UNION over three indexed ranges), then the rows.
+
+    `before`: only items older than that one. `since`: only that item and newer ones (what a
+    page showing from that item on needs to refresh itself; `has_more` then says that more
+    than `limit` of them exist, and the newest `limit` are returned).
+    """
+    below = await _position_of(session, chat, before, "before") if before is not None else None
+    from_ = await _position_of(session, chat, since, "since") if since is not None else None
     ranges = []
     for kind, table in _TABLES.items():
         query = select(table.seq.label("seq"), table.id.label("id"), literal(kind).label("kind"))
         query = query.where(table.chat_id == chat.id)
         if below is not None:
             query = query.where(table.seq < below)
+        if from_ is not None:
+            query = query.where(table.seq >= from_)
         ranges.append(query.order_by(table.seq.desc()).limit(limit + 1))
     merged = union_all(*(r.subquery().select() for r in ranges)).subquery()
     picked = (
@@ -77,7 +90,7 @@ async def _load(session: AsyncSession, picked: Sequence[Any]) -> dict[str, Any]:
     return rows
 
 
-async def _position_of(session: AsyncSession, chat: Chat, item_id: str) -> int:
+async def _position_of(session: AsyncSession, chat: Chat, item_id: str, param: str) -> int:
     table = _TABLES.get(_kind_of(item_id))
     seq = None
     if table is not None:
@@ -86,7 +99,7 @@ async def _position_of(session: AsyncSession, chat: Chat, item_id: str) -> int:
         )
     if seq is None:
         raise InvalidInput.at(
-            ("query", "before"), "unknown_item", "`before` is not an item of this chat's timeline"
+            ("query", param), "unknown_item", f"`{param}` is not an item of this chat's timeline"
         )
     return int(seq)
 

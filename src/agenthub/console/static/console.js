@@ -198,7 +198,10 @@ function onEvent(event) {
   const chatId = openChatId();
   if (!chatId || event.chat_id !== chatId) return;
   if (CHAT_EVENTS.has(event.type)) refresh("timeline-refresh");
-  if (event.type === "chat_updated") refresh("header-refresh");
+  if (event.type === "chat_updated") {
+    refresh("header-refresh");
+    refresh("composer-refresh");
+  }
   if (event.type === "new_message" && event.sender_type === "CONTACT") markRead();
   if (event.type === "agent_working" || event.type === "agent_done") {
     working = Math.max(0, working + (event.type === "agent_working" ? 1 : -1));
@@ -213,6 +216,14 @@ function onEvent(event) {
 let socket = null;
 let lastEventId = null;
 let delay = 500;
+let everOpen = false;
+
+// After a reconnect: whatever was missed (the hub may have restarted, and its event history
+// with it) is fetched again rather than replayed.
+function catchUp() {
+  for (const name of ["inbox-refresh", "timeline-refresh", "header-refresh", "composer-refresh",
+    "panel-refresh"]) refresh(name);
+}
 let viewingTimer = null;
 
 function startViewing() {
@@ -234,6 +245,8 @@ function connect() {
     setState("open");
     startViewing();
     refetchCounts();
+    if (everOpen) catchUp();
+    everOpen = true;
   });
   socket.addEventListener("message", (message) => {
     let event;
@@ -316,15 +329,47 @@ function scrollTimeline() {
   const timeline = document.getElementById("timeline");
   if (timeline) timeline.scrollTop = timeline.scrollHeight;
 }
-body.addEventListener("htmx:afterSwap", (swap) => {
-  if (swap.detail.target && swap.detail.target.id === "timeline") scrollTimeline();
+// A live refresh keeps the reader where they were, unless they were at the newest item; older
+// items put on top (scrolling back) keep the items in view where they were.
+let kept = null;
+body.addEventListener("htmx:beforeSwap", (swap) => {
+  const timeline = document.getElementById("timeline");
+  const target = swap.detail.target;
+  if (!timeline || !target || !(target === timeline || target.id === "timeline-older")) return;
+  kept = {
+    older: target.id === "timeline-older",
+    atBottom: timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40,
+    top: timeline.scrollTop,
+    height: timeline.scrollHeight,
+  };
 });
-body.addEventListener("htmx:afterSettle", () => { syncOpenChat(); applyTitle(); renderPresence(); });
+body.addEventListener("htmx:afterSettle", (settle) => {
+  const timeline = document.getElementById("timeline");
+  if (settle.detail.target && settle.detail.target.id === "chat-pane") scrollTimeline();
+  if (!kept || !timeline) return;
+  const { older, atBottom, top, height } = kept;
+  kept = null;
+  if (older) timeline.scrollTop = top + (timeline.scrollHeight - height);
+  else if (atBottom) scrollTimeline();
+  else timeline.scrollTop = top;
+});
+// The composer says so when an agent handles the chat: what is written there is a note.
+function composerMode() {
+  const input = document.getElementById("composer-input");
+  if (!input) return;
+  const agent = document.querySelector('[data-testid="composer-agent-notice"]');
+  input.placeholder = agent ? "Private note (an agent is handling this chat)"
+    : "Reply to the contact (Enter sends, Shift+Enter: new line)";
+}
+body.addEventListener("htmx:afterSettle", () => {
+  syncOpenChat(); applyTitle(); renderPresence(); composerMode();
+});
 
 if (page !== "login") {  // the login page has no session to open a socket with
   setState("connecting");
   showNotifyState();
   scrollTimeline();
+  composerMode();
   markRead();
   refetchCounts();
   getJSON("/auth/me").then((user) => {
