@@ -11,10 +11,12 @@ from agenthub.agents.schemas import (
     AgentOut,
     AgentSaved,
     AgentUpdate,
+    DeliveryProbeOut,
     TokenCreate,
     TokenCreated,
     TokenOut,
 )
+from agenthub.agents.test_delivery import send_test_delivery
 from agenthub.auth.router import Limit, Offset
 from agenthub.deps import AdminUser, HubDep, SessionDep
 
@@ -53,6 +55,19 @@ async def create_agent(
 async def get_agent(agent_id: str, _: AdminUser, session: SessionDep) -> object:
     """One agent (its secret is never shown again)."""
     return await service.get_agent(session, agent_id)
+
+
+@router.post("/{agent_id}/test-delivery", response_model=DeliveryProbeOut)
+async def test_delivery(agent_id: str, _: AdminUser, session: SessionDep, hub: HubDep) -> object:
+    """POST a sample conversation to the agent's webhook now, signed like a real delivery
+    (with `"test": true` and no `reply_url`), and report its answer. Nothing is stored or
+    retried, and no contact is involved: an agent that fails it answers 200 here, with
+    `ok: false` and the reason."""
+    agent = await service.get_agent(session, agent_id)
+    # The read is over: no transaction stays open while the agent takes its time.
+    session.expunge(agent)
+    await session.rollback()
+    return await send_test_delivery(hub, agent)
 
 
 @router.patch("/{agent_id}", response_model=AgentSaved)

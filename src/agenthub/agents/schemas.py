@@ -126,3 +126,14 @@ class TokenCreated(TokenOut):
     """Shown once."""
 
     token: str
+
+
+class DeliveryProbeOut(Out):
+    """What the agent answered a test delivery (`POST /auth/agents/{id}/test-delivery`)."""
+
+    ok: bool = Field(description="the agent answered 2xx")
+    webhook_id: str = Field(description="the `webhook-id` it was signed with (`tst_…`)")
+    status_code: int | None = Field(description="its HTTP status; null when none came")
+    duration_ms: float
+    error: str | None = Field(description="why it failed: HTTP status, timeout, refused URL")
+    response_excerpt: str = Field(description="the start of its answer (at most 2 KiB)")

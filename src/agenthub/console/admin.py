@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.agents import service as agents_service
 from agenthub.agents.schemas import AgentCreate, AgentUpdate, TokenCreate
+from agenthub.agents.test_delivery import send_test_delivery
 from agenthub.auth import service as auth_service
 from agenthub.auth.schemas import UserCreate, UserUpdate
 from agenthub.channels import service as channels_service
@@ -314,6 +315,21 @@ async def new_agent_token(agent_id: str, user: AdminUser, session: SessionDep) -
         status_code, errors = await _refused(session, exc)
         return await _agents_page(session, user_id, status_code, errors=errors)
     return await _agents_page(session, user_id, 201, once={"agent": agent.name, "token": raw})
+
+
+@router.post(f"{BASE}/agents/{{agent_id}}/test")
+async def test_agent(agent_id: str, user: AdminUser, session: SessionDep, hub: HubDep) -> Response:
+    """A test delivery (`POST /auth/agents/{id}/test-delivery`), its answer shown on the page."""
+    user_id = user.id
+    try:
+        agent = await agents_service.get_agent(session, agent_id)
+    except DomainError as exc:
+        status_code, errors = await _refused(session, exc)
+        return await _agents_page(session, user_id, status_code, errors=errors)
+    session.expunge(agent)
+    await session.rollback()  # no transaction open while the agent answers
+    probe = await send_test_delivery(hub, agent)
+    return await _agents_page(session, user_id, probe={"agent": agent.name, "result": probe})
 
 
 @router.post(f"{BASE}/agents/{{agent_id}}/active")
