@@ -390,6 +390,57 @@ def test_take_over_reply_to_the_platform_and_hand_back(
         )
         taken = browser.find_element(By.CSS_SELECTOR, f'{EVENT_ITEM}[data-event="takeover"]')
         assert taken.text.startswith("Taken over by admin")
+        deactivate(hub, agent.json()["id"])
+
+
+def deactivate(hub: Hub, agent_id: str) -> None:
+    """The agent gets no later test's chats (new chats link every active agent)."""
+    answer = hub.http.patch(
+        f"/auth/agents/{agent_id}", json={"is_active": False}, headers=hub.api()
+    )
+    assert answer.status_code == 200, answer.text
+
+
+# Stands in for the browser's Notification (injected by WebDriver, which the page's CSP does not
+# govern): permission granted, each notification recorded.
+NOTIFICATION_SPY = """
+window.__notified = [];
+window.Notification = class {
+  static permission = "granted";
+  static requestPermission() { return Promise.resolve("granted"); }
+  constructor(title, options) { window.__notified.push({title, tag: options && options.tag}); }
+  addEventListener() {}
+};
+"""
+
+
+def test_a_chat_that_starts_to_need_a_human_raises_a_notification(
+    browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], hub: Hub
+) -> None:
+    with FakePlatform(default=Reply(200, json={"handoff": True})) as agent_server:
+        agent = hub.http.post(
+            "/auth/agents",
+            json={"name": "Handoff bot", "webhook_url": agent_server.url, "buffer_time_seconds": 0},
+            headers=hub.api(),
+        )
+        assert agent.status_code == 201, agent.text
+        try:
+            sign_in(browser, wait, hub)
+            browser.execute_script(NOTIFICATION_SPY)
+            toggle = by_testid(browser, "notify-toggle")
+            toggle.click()
+            wait.until(
+                lambda d: by_testid(d, "notify-toggle").get_attribute("aria-pressed") == "true"
+            )
+            hub.contact_says("visitor-14", "Hana", "I need a person")
+            notified = wait.until(lambda d: d.execute_script("return window.__notified"))
+            chat_id = hub.chat_named("Hana")
+            assert notified == [{"title": "Hana needs a human", "tag": f"needs-human-{chat_id}"}]
+            # Switched off, nothing more.
+            by_testid(browser, "notify-toggle").click()
+            assert by_testid(browser, "notify-toggle").get_attribute("aria-pressed") == "false"
+        finally:
+            deactivate(hub, agent.json()["id"])
 
 
 AGENT_NOTICE = '[data-testid="composer-agent-notice"]'
