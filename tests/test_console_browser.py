@@ -436,7 +436,7 @@ def test_a_chat_that_starts_to_need_a_human_raises_a_notification(
             notified = wait.until(lambda d: d.execute_script("return window.__notified"))
             chat_id = hub.chat_named("Hana")
             assert notified == [{"title": "Hana needs a human", "tag": f"needs-human-{chat_id}"}]
-            # Switched off, nothing more.
+            # And off again: the choice is the operator's.
             by_testid(browser, "notify-toggle").click()
             assert by_testid(browser, "notify-toggle").get_attribute("aria-pressed") == "false"
         finally:
