@@ -135,6 +135,8 @@ MATRIX: tuple[Row, ...] = (
     row("POST /auth/agents/{agent_id}/tokens",              201, 403, 403, 403, 403,
         body={"name": "ci"}),
     row("GET /auth/agents/{agent_id}/tokens",               200, 403, 403, 403, 403),
+    row("POST /auth/agents/{agent_id}/test-delivery",       200, 403, 403, 403, 403,
+        note="its URL refuses: reported, not an error"),
     # -- canned responses: users read, admins write --------------------------------------
     row("GET /canned-responses",                            200, 200, 200, 403, 403),
     row("POST /canned-responses",                           201, 403, 403, 403, 403,
@@ -162,6 +164,8 @@ MATRIX: tuple[Row, ...] = (
     row("GET /chats/{chat_id}/messages",                    200, 200, 404, 200, 404),
     row("POST /chats/{chat_id}/messages",                   201, 201, 404, 201, 404,
         body={"content": "hi"}),
+    row("POST /chats/{chat_id}/messages/{message_id}/retry", 404, 404, 404, 404, 404,
+        note="no such message", message_id="msg_0000000000"),
     row("GET /chats/{chat_id}/agents",                      200, 200, 404, 200, 404),
     row("POST /chats/{chat_id}/agents",                     201, 201, 404, 403, 403,
         body={"agent_id": "{agent_id}"}),
