@@ -1,6 +1,7 @@
 """Schemathesis over the whole OpenAPI schema: no input ever makes the API answer 5xx.
 
-Every operation is fuzzed on both databases, in three rounds:
+Every operation is fuzzed in three rounds on SQLite, and in the second on PostgreSQL too (the
+other two never get past validation or the token check to a query):
 
 - valid input without a token or with a wrong one: 401 on every protected operation;
 - valid input (positive mode) as an admin, half the time against real ids so requests get past
@@ -199,12 +200,20 @@ def _strategy(operation: Any, mode: GenerationMode, headers: dict[str, str], wor
 
 @pytest.mark.parametrize("label", list(OPERATIONS))
 def test_no_server_errors(
-    label: str, api_schema: Any, world: World, admin_headers: dict[str, str]
+    label: str,
+    api_schema: Any,
+    world: World,
+    admin_headers: dict[str, str],
+    settings: Settings,
 ) -> None:
     method, path = label.split(" ", 1)
     operation = api_schema[path][method]
+    # The rounds that never reach a query run on SQLite only: a refused token, and input the
+    # schema refuses (422 from validation, before any service runs). On PostgreSQL the valid
+    # input is what can find a difference (text it stores differently, an id's type, a limit).
+    every_round = not settings.database_url.startswith("postgresql")
 
-    if OPERATIONS[label]:
+    if OPERATIONS[label] and every_round:
         # Without a token, or with a wrong one: 401 (checked first, while the world is intact).
         def unauthorized(case: Any, response: Any) -> None:
             _check(case, response)
@@ -217,9 +226,9 @@ def test_no_server_errors(
         )
         _run(strategy, ANONYMOUS_EXAMPLES, unauthorized)
 
-    for mode, budget in (
-        (GenerationMode.POSITIVE, POSITIVE_EXAMPLES),
-        (GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES),
-    ):
+    rounds = [(GenerationMode.POSITIVE, POSITIVE_EXAMPLES)]
+    if every_round:
+        rounds.append((GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES))
+    for mode, budget in rounds:
         strategy = _strategy(operation, mode, admin_headers, world)
         _run(strategy, budget, _check, may_be_empty=mode is GenerationMode.NEGATIVE)
