@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx2
 import pytest
 
 from agenthub.hub import Hub
-from agenthub.models import Role
+from agenthub.models import AgentDelivery, AgentDeliveryStatus, Role
 from tests.conftest import Caller
 from tests.console_helpers import (
     ORIGIN,
@@ -257,3 +258,26 @@ async def test_the_inbox_shows_more_chats_on_request(
     too_many = await client.get(path, params={"limit": 10_000}, headers=cookie(admin))
     assert too_many.status_code == 422
     assert re.search(r"limit", too_many.text)
+
+
+async def test_a_chat_opened_while_its_agent_works_says_so(
+    client: httpx2.AsyncClient, hub: Hub, admin: Caller, channel: dict[str, Any]
+) -> None:
+    chat_id = await contact_says(client, channel, "quick question")
+    bot, _ = await make_agent(hub, name="Busy bot")
+    path = f"/console/chats/{chat_id}"
+    idle = hook(parse(await client.get(path, headers=cookie(admin))), "agent-working")
+    assert "hidden" in idle.attributes
+    # An attempt in flight: its lease is held (as `claim_due_attempts` leaves it).
+    async with hub.db.transaction() as session:
+        session.add(
+            AgentDelivery(
+                chat_id=chat_id,
+                agent_id=bot.id,
+                status=AgentDeliveryStatus.PENDING,
+                next_attempt_at=hub.clock(),
+                locked_until=hub.clock() + timedelta(seconds=30),
+            )
+        )
+    working = hook(parse(await client.get(path, headers=cookie(admin))), "agent-working")
+    assert "hidden" not in working.attributes

@@ -11,13 +11,25 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.access import get_readable_channel
 from agenthub.console import panel
 from agenthub.console.web import names_by_id
 from agenthub.deps import Principal
-from agenthub.models import Agent, Channel, Chat, ChatEvent, DeliveryStatus, Note, User
+from agenthub.models import (
+    Agent,
+    AgentDelivery,
+    AgentDeliveryStatus,
+    Channel,
+    Chat,
+    ChatEvent,
+    DeliveryStatus,
+    Note,
+    User,
+    utcnow,
+)
 from agenthub.models import Message as ChatMessage
 from agenthub.operators import inbox, timeline
 
@@ -183,7 +195,19 @@ async def open_chat_context(
         **await chat_header_context(session, chat),
         **await timeline_context(session, chat),
         **await panel.panel_context(session, principal, chat),
+        "agent_working": await agent_working(session, chat),
     }
+
+
+async def agent_working(session: AsyncSession, chat: Chat) -> bool:
+    """Whether an attempt to one of the chat's agents is in flight (its lease is held): the
+    page opens showing "Agent is working…", which the live events then keep current."""
+    in_flight = select(AgentDelivery.id).where(
+        AgentDelivery.chat_id == chat.id,
+        AgentDelivery.status == AgentDeliveryStatus.PENDING,
+        AgentDelivery.locked_until > utcnow(),
+    )
+    return await session.scalar(in_flight.limit(1)) is not None
 
 
 async def chat_header_context(session: AsyncSession, chat: Chat) -> dict[str, Any]:

@@ -280,7 +280,9 @@ function chatIdOf(detail) {
 function opened(chatId) {
   if (!chatId || chatId === openChatId()) return;
   body.dataset.chatId = chatId;
-  working = 0;
+  // As the page showed it when the chat opened (a delivery in flight then), kept by events.
+  const shown = document.getElementById("agent-working");
+  working = shown && !shown.hidden ? 1 : 0;
   lastPresence = null;
   showWorking();
   renderPresence();
@@ -366,6 +368,8 @@ body.addEventListener("htmx:afterSettle", () => {
 });
 
 if (page !== "login") {  // the login page has no session to open a socket with
+  const shown = document.getElementById("agent-working");
+  working = shown && !shown.hidden ? 1 : 0;
   setState("connecting");
   showNotifyState();
   scrollTimeline();
