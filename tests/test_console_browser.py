@@ -24,6 +24,7 @@ import httpx2
 import pytest
 import websockets.sync.client
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -143,7 +144,8 @@ def hub(serve: ServeProcess) -> Iterator[Hub]:
 
 @pytest.fixture
 def wait(browser: webdriver.Chrome) -> Iterator[WebDriverWait[webdriver.Chrome]]:
-    yield WebDriverWait(browser, 15)
+    # A live refresh may swap an element out between finding it and reading it: look again.
+    yield WebDriverWait(browser, 15, ignored_exceptions=(StaleElementReferenceException,))
     problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not problems, problems  # a Content-Security-Policy violation, a script error
 
