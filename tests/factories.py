@@ -6,10 +6,22 @@ it here so each test states exactly the world it starts from.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from agenthub.chats.handling import refresh_handled_by
 from agenthub.chats.service import add_message
 from agenthub.hub import Hub
-from agenthub.models import Agent, ApiToken, Channel, Chat, ChatAgentLink, Platform, SenderType
+from agenthub.models import (
+    Agent,
+    AgentDelivery,
+    ApiToken,
+    Channel,
+    Chat,
+    ChatAgentLink,
+    Platform,
+    SenderType,
+    utcnow,
+)
 from agenthub.security import hash_token, new_token, new_webhook_secret
 
 
@@ -82,3 +94,30 @@ async def make_chat(
         session.add_all(ChatAgentLink(chat_id=chat.id, agent_id=a.id, active=True) for a in agents)
         await refresh_handled_by(session, [chat])
     return chat
+
+
+async def make_delivery(
+    hub: Hub,
+    chat_id: str,
+    agent_id: str,
+    status: str = "failed",
+    message_ids: list[str] | None = None,
+    *,
+    created_at: datetime | None = None,
+    next_attempt_at: datetime | None = None,
+) -> str:
+    """A delivery in `status` (pending: due at `next_attempt_at`, default now), as if the hub
+    had made it; returns its id."""
+    now = utcnow()
+    async with hub.db.transaction() as session:
+        delivery = AgentDelivery(
+            chat_id=chat_id,
+            agent_id=agent_id,
+            status=status,
+            message_ids=message_ids or [],
+            next_attempt_at=(next_attempt_at or now) if status == "pending" else None,
+            created_at=created_at or now,
+            completed_at=None if status == "pending" else now,
+        )
+        session.add(delivery)
+    return delivery.id

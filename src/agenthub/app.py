@@ -109,6 +109,7 @@ def _include_routers(app: FastAPI) -> None:
     from agenthub.console.admin import router as console_admin_router
     from agenthub.console.pages import router as console_pages_router
     from agenthub.console.web import STATIC_DIR as CONSOLE_STATIC
+    from agenthub.delivery.router import router as deliveries_router
     from agenthub.operators.canned.router import router as canned_router
     from agenthub.operators.router import router as operators_router
     from agenthub.realtime.router import router as realtime_router
@@ -122,6 +123,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(canned_router)
     app.include_router(channels_router)
     app.include_router(chats_router)
+    app.include_router(deliveries_router)
     app.include_router(operators_router)
     app.include_router(realtime_router)
     # The operator console: HTML pages and their static files, left out of the OpenAPI schema.

@@ -95,6 +95,8 @@ class DeliveryAttemptOut(Out):
     status_code: int | None
     latency_ms: float | None
     error: str | None
+    # `scheduled` (the hub's own), `manual` (POST /deliveries/{id}/retry) or `recover`.
+    trigger: Literal["scheduled", "manual", "recover"]
 
 
 class DeliveryOut(Out):

@@ -293,6 +293,11 @@ async def lock_for_link_change(session: AsyncSession, chat: Chat) -> list[ChatAg
             AgentDelivery.chat_id == chat.id,
             AgentDelivery.status == AgentDeliveryStatus.PENDING,
         )
+        # The order a retry (`delivery/replay.py`) and an outcome locks a pair's deliveries
+        # in: the due one first, then those waiting behind it, oldest first.
+        .order_by(
+            AgentDelivery.next_attempt_at.is_(None), AgentDelivery.created_at, AgentDelivery.id
+        )
         .with_for_update()
     )
     await session.refresh(chat, with_for_update={"key_share": True})

@@ -8,6 +8,9 @@ The lifecycle of a contact message for one agent:
    which keeps deliveries sequential and in order.
 3. `claim_due_attempts` leases due deliveries; `attempt_delivery` POSTs outside any transaction
    and records the outcome only if its lease is still the current one, so a reply is stored once.
+4. A failed delivery may be run again (`replay.py`). While a (chat, agent) has several pending
+   deliveries, only one is due; the others wait, with no next attempt time, and the next one
+   in creation order is made due when it ends (`_START_NEXT`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from agenthub.models import (
     NeedsHumanReason,
     SenderType,
 )
+from agenthub.models.delivery import AttemptTrigger
 from agenthub.netguard import ensure_public_url
 from agenthub.uow import commit
 
@@ -67,6 +71,7 @@ CHATS = cast(Table, Chat.__table__)
 CHANNELS = cast(Table, Channel.__table__)
 MESSAGES = cast(Table, Message.__table__)
 PENDING = str(AgentDeliveryStatus.PENDING)
+SCHEDULED = str(AttemptTrigger.SCHEDULED)
 
 # The statements of the hot path are Core and built once (with bind parameters): building
 # and hashing a statement per call cost more than running it. Bound values are named `b_…`.
@@ -153,6 +158,8 @@ class ClaimedAttempt:
     attempt_number: int
     # What the attempt needs to build its payload, read along with the claim.
     target: DeliveryTarget | None = field(default=None, compare=False, repr=False)
+    # `manual` or `recover`: the attempt an admin asked for, which gets no backoff retries.
+    trigger: str = SCHEDULED
 
 
 _DUE_ATTEMPTS = (
@@ -160,6 +167,7 @@ _DUE_ATTEMPTS = (
         DELIVERIES.c.id,
         DELIVERIES.c.attempt_count,
         DELIVERIES.c.message_ids,
+        DELIVERIES.c.retry_trigger,
         AGENTS.c.id.label("agent_id"),
         AGENTS.c.name.label("agent_name"),
         AGENTS.c.webhook_url,
@@ -246,7 +254,10 @@ async def claim_due_attempts(
             for row in rows
         ],
     )
-    return [ClaimedAttempt(row.id, row.attempt_count + 1, _target(row)) for row in rows]
+    return [
+        ClaimedAttempt(row.id, row.attempt_count + 1, _target(row), row.retry_trigger or SCHEDULED)
+        for row in rows
+    ]
 
 
 def _target(row: Any) -> DeliveryTarget:
@@ -395,7 +406,7 @@ _RECORD = {
         DELIVERIES.c.status == PENDING,
         DELIVERIES.c.attempt_count == bindparam("b_attempt"),
     )
-    .values(locked_until=None, **values)
+    .values(locked_until=None, retry_trigger=None, **values)
     .returning(
         DELIVERIES.c.chat_id,
         DELIVERIES.c.agent_id,
@@ -423,7 +434,7 @@ async def record_outcome(
     if outcome.succeeded:
         kind = "succeeded"
         params["b_now"] = now
-    elif outcome.retryable and claim.attempt_number < hub.settings.delivery_max_attempts:
+    elif outcome.retryable and _may_retry(hub, claim):
         kind = "retry"
         delay = backoff_delay(claim.attempt_number, hub.settings.delivery_backoff_base_seconds)
         params["b_error"] = outcome.error
@@ -451,18 +462,64 @@ async def record_outcome(
             "status_code": outcome.status_code,
             "latency_ms": outcome.latency_ms,
             "error": outcome.error,
+            "trigger": claim.trigger,
         },
     )
     if kind == "succeeded":
         await apply_agent_reply(session, hub, row.chat_id, row.agent_id, outcome.body)
     elif kind == "failed":
         await _give_up(session, hub, claim.delivery_id, row.chat_id)
-    if kind == "retry" or await _messages_waiting(session, row, sqlite):
-        # A retry, or messages that arrived in flight (the runner left them alone while this
-        # delivery was pending): the runner must look again. Otherwise nothing new is due.
+    started_next = kind != "retry" and await _start_next(session, row, now)
+    if kind == "retry" or started_next or await _messages_waiting(session, row, sqlite):
+        # A retry, the next delivery waiting behind this one, or messages that arrived in
+        # flight (the runner left them alone while this delivery was pending): the runner must
+        # look again. Otherwise nothing new is due.
         events.wake_after_commit(session, hub)
     # Last, so dashboards see the reply (or the failure) before the agent stops "working".
     await _announce_done(session, hub, claim, row, kind)
+
+
+def _may_retry(hub: Hub, claim: ClaimedAttempt) -> bool:
+    # An attempt an admin asked for is that one attempt: should it fail, the delivery is
+    # failed again at once (and a person told), rather than retried for minutes unseen.
+    return claim.trigger == SCHEDULED and claim.attempt_number < hub.settings.delivery_max_attempts
+
+
+# The oldest delivery of the (chat, agent) waiting behind the one that just ended. A pair's
+# deliveries are made one after another (a new one only once none is pending), so creation
+# time is their messages' order. The outer conditions are repeated so that, on PostgreSQL, a
+# row changed meanwhile (cancelled by a pause) is checked again once its lock is free.
+_NEXT_WAITING = (
+    select(DELIVERIES.c.id)
+    .where(
+        DELIVERIES.c.chat_id == bindparam("b_chat_id"),
+        DELIVERIES.c.agent_id == bindparam("b_agent_id"),
+        DELIVERIES.c.status == PENDING,
+        DELIVERIES.c.next_attempt_at.is_(None),
+    )
+    .order_by(DELIVERIES.c.created_at, DELIVERIES.c.id)
+    .limit(1)
+    .scalar_subquery()
+)
+_START_NEXT = (
+    update(DELIVERIES)
+    .where(
+        DELIVERIES.c.id == _NEXT_WAITING,
+        DELIVERIES.c.status == PENDING,
+        DELIVERIES.c.next_attempt_at.is_(None),
+    )
+    .values(next_attempt_at=bindparam("b_now", type_=_AT))
+)
+
+
+async def _start_next(session: AsyncSession, row: Any, now: datetime) -> bool:
+    """Make the next waiting delivery of this (chat, agent) due, if any. A statement of its
+    own, after the outcome's UPDATE: on PostgreSQL it then sees a retry that committed while
+    that UPDATE waited for the delivery's lock."""
+    result = await session.execute(
+        _START_NEXT, {"b_chat_id": row.chat_id, "b_agent_id": row.agent_id, "b_now": now}
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 _LOCKED_DELIVERY = (

@@ -20,6 +20,15 @@ class AgentDeliveryStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class AttemptTrigger(StrEnum):
+    """What started an attempt: the hub's own schedule (the first try and its backoff
+    retries), an admin's retry of a failed delivery, or a recover of an agent's failures."""
+
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    RECOVER = "recover"
+
+
 class AgentDelivery(Base):
     """One batch of a chat's contact messages for one agent, retried until it succeeds or fails."""
 
@@ -38,6 +47,9 @@ class AgentDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    # Set by a retry or a recover (`manual`, `recover`) until the attempt it asked for is
+    # recorded: that attempt carries it, and it gets no backoff retries of its own.
+    retry_trigger: Mapped[str | None] = mapped_column(String(16))
 
 
 class OutboundStatus(StrEnum):
@@ -77,4 +89,7 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[float | None]
     error: Mapped[str | None] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(
+        String(16), default=AttemptTrigger.SCHEDULED, server_default=AttemptTrigger.SCHEDULED.value
+    )
     response_excerpt: Mapped[dict[str, Any] | None] = mapped_column(JSON)
