@@ -455,6 +455,7 @@ async def test_the_side_panel_and_its_actions(
     channel: dict[str, Any],
 ) -> None:
     chat_id = await contact_says(client, channel, "Help!")
+    other_chat_id = await contact_says(client, channel, "Me too", contact="visitor-2")
     bot, _ = await make_agent(hub, name="Support bot")
     spare, _ = await make_agent(hub, name="Spare bot")
     await make_agent(hub, name="Retired bot", active=False)
@@ -539,6 +540,19 @@ async def test_the_side_panel_and_its_actions(
         parse(await client.get(f"/console/chats/{chat_id}", headers=cookie(admin))),
         "panel-deliveries",
     )
+
+    # Retrying the failed delivery from the trace: admins only, as the API's replay.
+    retry = hook(delivery, "action-delivery-retry").attributes["hx-post"] or ""
+    assert retry.startswith(f"{panel_path}/deliveries/dlv_") and retry.endswith("/retry")
+    assert (await client.post(retry, headers=form_of(member))).status_code == 403
+    retried = await client.post(retry, headers=form_of(admin))
+    assert retried.status_code == 200, retried.text
+    (again,) = hooks(hook(parse(retried), "panel-deliveries"), "panel-delivery")
+    assert again.attributes["data-status"] == "pending"
+    assert not hooks(again, "action-delivery-retry")
+    assert (await client.post(retry, headers=form_of(admin))).status_code == 409
+    elsewhere = retry.replace(chat_id, other_chat_id)
+    assert (await client.post(elsewhere, headers=form_of(admin))).status_code == 404
 
     # Unlink.
     unlinked = await client.post(f"{panel_path}/agents/{bot.id}/unlink", headers=form_of(member))

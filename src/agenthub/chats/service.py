@@ -406,10 +406,11 @@ async def list_deliveries(session: AsyncSession, chat: Chat, limit: int) -> list
         )
         for attempt in rows:
             attempts[attempt.delivery_id].append(DeliveryAttemptOut.model_validate(attempt))
-    return [
-        DeliveryOut.model_validate({**_columns(d), "attempts": attempts[d.id]}) for d in deliveries
-    ]
+    return [delivery_out(d, attempts[d.id]) for d in deliveries]
 
 
-def _columns(row: AgentDelivery) -> dict[str, Any]:
-    return {column.key: getattr(row, column.key) for column in AgentDelivery.__table__.columns}
+def delivery_out(delivery: AgentDelivery, attempts: list[DeliveryAttemptOut]) -> DeliveryOut:
+    """A delivery as the trace shows it (`GET /chats/{id}/deliveries`), with its attempts."""
+    columns = AgentDelivery.__table__.columns
+    values = {column.key: getattr(delivery, column.key) for column in columns}
+    return DeliveryOut.model_validate({**values, "attempts": attempts})

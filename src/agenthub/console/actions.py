@@ -22,11 +22,19 @@ from agenthub.chats.schemas import ChatAgentCreate, ChatUpdate, MessageCreate
 from agenthub.chats.service import post_message
 from agenthub.console import panel, views
 from agenthub.console.web import form_fields, names_by_id, render
+from agenthub.delivery import replay
 from agenthub.delivery.events import chat_updated, publish_after_commit
-from agenthub.deps import CurrentPrincipal, CurrentUser, HubDep, Principal, SessionDep
-from agenthub.errors import InvalidInput
+from agenthub.deps import (
+    AdminUser,
+    CurrentPrincipal,
+    CurrentUser,
+    HubDep,
+    Principal,
+    SessionDep,
+)
+from agenthub.errors import InvalidInput, NotFound
 from agenthub.hub import Hub
-from agenthub.models import Agent, Chat, Note, User
+from agenthub.models import Agent, AgentDelivery, Chat, Note, User
 from agenthub.models import Message as ChatMessage
 from agenthub.operators import takeover, timeline
 from agenthub.operators.schemas import NoteIn, NoteOut
@@ -255,3 +263,21 @@ async def panel_unlink_agent(
     hub: HubDep,
 ) -> Response:
     return await _change_link(chat_id, agent_id, principal, session, hub, "unlink")
+
+
+@router.post("/console/fragments/chats/{chat_id}/panel/deliveries/{delivery_id}/retry")
+async def panel_retry_delivery(
+    chat_id: str,
+    delivery_id: str,
+    _: AdminUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> Response:
+    """The trace's Retry (admins): a failed delivery runs again (`POST /deliveries/{id}/retry`)."""
+    chat = await get_readable_chat(session, principal, chat_id)
+    delivery = await session.get(AgentDelivery, delivery_id)
+    if delivery is None or delivery.chat_id != chat.id:
+        raise NotFound("Delivery not found")
+    await replay.retry_delivery(session, hub, delivery.id)
+    return await _panel_changed(session, hub, principal, chat)

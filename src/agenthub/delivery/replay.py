@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.chats.schemas import DeliveryAttemptOut, DeliveryOut
+from agenthub.chats.service import delivery_out
 from agenthub.delivery import events
 from agenthub.errors import Conflict, InvalidInput, NotFound
 from agenthub.hub import Hub
@@ -179,8 +180,4 @@ async def present_delivery(session: AsyncSession, delivery: AgentDelivery) -> De
         .where(DeliveryAttempt.delivery_id == delivery.id)
         .order_by(DeliveryAttempt.attempt_number)
     )
-    columns = AgentDelivery.__table__.columns
-    values = {column.key: getattr(delivery, column.key) for column in columns}
-    return DeliveryOut.model_validate(
-        {**values, "attempts": [DeliveryAttemptOut.model_validate(a) for a in attempts]}
-    )
+    return delivery_out(delivery, [DeliveryAttemptOut.model_validate(a) for a in attempts])
