@@ -1,4 +1,4 @@
-"""The console's admin pages (`agenthub/console/admin.py`): channels, agents, users with their
+"""The console's admin pages (`agenthub/console/admin/`): channels, agents, users with their
 channel grants, canned responses. Through the ASGI app with the session cookie, parsed with
 selectolax; the services behind them are the API's and are tested with it."""
 
