@@ -280,3 +280,38 @@ async def test_register_a_telegram_webhook(client: httpx2.AsyncClient, admin: Ca
         assert request.json["secret_token"] == "s3cret"
     page = parse(await client.get("/console/admin/channels", headers=cookie(admin)))
     assert texts(page, "channel-register-webhook") == ["Register again"]
+
+
+async def test_rotating_secrets_from_the_agents_and_channels_pages(
+    client: httpx2.AsyncClient, admin: Caller
+) -> None:
+    data = {"name": "Rotating bot", "webhook_url": "http://127.0.0.1:9/hook"}
+    [old] = values(parse(await post(client, admin, "agents", data)), "agent-webhook-secret-once")
+    listed = parse(await client.get("/console/admin/agents", headers=cookie(admin)))
+    [agent_id] = [r.attributes["data-agent-id"] for r in listed.css('[data-testid="agent-row"]')]
+    assert listed.css_first('[data-testid="agent-rotate-secret"]') is not None
+    rotated = await post(client, admin, f"agents/{agent_id}/webhook-secret", {"grace_hours": "1"})
+    assert rotated.status_code == 200, rotated.text
+    page = parse(rotated)
+    [new] = values(page, "agent-webhook-secret-once")
+    assert new.startswith("whsec_") and new != old
+    assert values(page, "agent-token-once") == []  # a rotation makes no token
+    assert "old secret and the new one" in page.text()
+    again = await client.get("/console/admin/agents", headers=cookie(admin))
+    assert new not in again.text
+    bad = await post(client, admin, f"agents/{agent_id}/webhook-secret", {"grace_hours": "999"})
+    assert bad.status_code == 422
+    assert any("grace_hours" in line for line in texts(parse(bad), "admin-error"))
+
+    created = await post(client, admin, "channels", {"name": "Site", "platform": "api"})
+    [secret] = values(parse(created), "channel-secret-once")
+    channels = parse(await client.get("/console/admin/channels", headers=cookie(admin)))
+    [channel_id] = [
+        r.attributes["data-channel-id"] for r in channels.css('[data-testid="channel-row"]')
+    ]
+    assert channels.css_first('[data-testid="channel-rotate-secret"]') is not None
+    turned = await post(client, admin, f"channels/{channel_id}/secret", {"grace_hours": "0"})
+    assert turned.status_code == 200, turned.text
+    [fresh] = values(parse(turned), "channel-rotated-secret-once")
+    assert fresh.startswith("whsec_") and fresh != secret
+    assert "no longer works" in parse(turned).text()

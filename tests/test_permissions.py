@@ -137,6 +137,8 @@ MATRIX: tuple[Row, ...] = (
     row("GET /auth/agents/{agent_id}/tokens",               200, 403, 403, 403, 403),
     row("POST /auth/agents/{agent_id}/test-delivery",       200, 403, 403, 403, 403,
         note="its URL refuses: reported, not an error"),
+    row("POST /auth/agents/{agent_id}/webhook-secret",      200, 403, 403, 403, 403,
+        body={"grace_hours": 1}),
     # -- canned responses: users read, admins write --------------------------------------
     row("GET /canned-responses",                            200, 200, 200, 403, 403),
     row("POST /canned-responses",                           201, 403, 403, 403, 403,
@@ -155,6 +157,8 @@ MATRIX: tuple[Row, ...] = (
     row("GET /channels/{channel_id}/chats",                 200, 200, 404, 403, 403),
     row("GET /channels/{channel_id}/media/{media_id}",      400, 400, 404, 400, 404,
         note="api channel: no media proxy", media_id="file-1"),
+    row("POST /channels/{channel_id}/secret",               200, 403, 403, 403, 403,
+        body={"grace_hours": 1}),
     row("POST /channels/{channel_id}/register-webhook",     400, 403, 403, 403, 403,
         note="api channel: configured by hand"),
     # -- chats, messages, agent links ----------------------------------------------------

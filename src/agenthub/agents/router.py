@@ -19,6 +19,7 @@ from agenthub.agents.schemas import (
 from agenthub.agents.test_delivery import send_test_delivery
 from agenthub.auth.router import Limit, Offset
 from agenthub.deps import AdminUser, HubDep, SessionDep
+from agenthub.rotation import AgentSecretRotated, SecretRotation, rotate_agent_secret
 
 router = APIRouter(prefix="/auth/agents", tags=["agents"])
 
@@ -68,6 +69,22 @@ async def test_delivery(agent_id: str, _: AdminUser, session: SessionDep, hub: H
     session.expunge(agent)
     await session.rollback()
     return await send_test_delivery(hub, agent)
+
+
+@router.post("/{agent_id}/webhook-secret", response_model=AgentSecretRotated)
+async def rotate_webhook_secret(
+    agent_id: str,
+    _: AdminUser,
+    session: SessionDep,
+    hub: HubDep,
+    data: SecretRotation | None = None,
+) -> object:
+    """A new webhook secret for the agent, shown once. For `grace_hours` (default 24, 0 to
+    168) deliveries carry two signatures, `v1,<new> v1,<old>`, so the agent can switch to the
+    new secret at its own pace; a Standard Webhooks library accepts either."""
+    agent = await service.get_agent(session, agent_id)
+    grace = (data or SecretRotation()).grace_hours
+    return await rotate_agent_secret(session, hub, agent, grace)
 
 
 @router.patch("/{agent_id}", response_model=AgentSaved)

@@ -21,6 +21,7 @@ from agenthub.hub import Hub
 from agenthub.ids import new_id
 from agenthub.models import Agent, utcnow
 from agenthub.netguard import ensure_public_url
+from agenthub.rotation import agent_secrets
 
 EXCERPT_BYTES = 2048
 
@@ -71,7 +72,7 @@ def sample_body(agent: Agent, webhook_id: str) -> bytes:
 async def send_test_delivery(hub: Hub, agent: Agent) -> DeliveryProbe:
     webhook_id = new_id("tst")
     body = sample_body(agent, webhook_id)
-    secret = hub.secrets.decrypt(agent.webhook_secret_encrypted)
+    secrets = agent_secrets(hub, agent)
     started = time.perf_counter()
 
     def result(status: int | None, error: str | None, excerpt: str = "") -> DeliveryProbe:
@@ -86,7 +87,7 @@ async def send_test_delivery(hub: Hub, agent: Agent) -> DeliveryProbe:
             "POST",
             agent.webhook_url,
             content=body,
-            headers=sign_headers(secret, webhook_id, body),
+            headers=sign_headers(secrets, webhook_id, body),
             timeout=agent.timeout_seconds,
         ) as response:
             excerpt = await _excerpt(response)

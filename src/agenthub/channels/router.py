@@ -14,6 +14,7 @@ from agenthub.channels.schemas import ChannelCreate, ChannelCreated, ChannelOut,
 from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
 from agenthub.openapi_errors import error_responses
+from agenthub.rotation import ChannelSecretRotated, SecretRotation, rotate_channel_secret
 from agenthub.uow import commit
 
 router = APIRouter(prefix="/channels", tags=["channels"])
@@ -121,6 +122,24 @@ async def get_media(
     session.expunge(channel)
     await session.rollback()
     return await service.open_media(hub, context, media_id)
+
+
+@router.post(
+    "/{channel_id}/secret", response_model=ChannelSecretRotated, responses=error_responses(400)
+)
+async def rotate_secret(
+    channel_id: str,
+    _: AdminUser,
+    session: SessionDep,
+    hub: HubDep,
+    data: SecretRotation | None = None,
+) -> object:
+    """A new signing secret for an `api` channel, shown once. For `grace_hours` (default 24,
+    0 to 168) the old one still works: inbound webhooks may be signed with either, and
+    callbacks carry both signatures. Other platforms → 400."""
+    channel = await service.get_channel(session, channel_id)
+    grace = (data or SecretRotation()).grace_hours
+    return await rotate_channel_secret(session, hub, channel, grace)
 
 
 @router.delete("/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -167,7 +167,8 @@ def to_out(
         id=channel.id,
         name=channel.name,
         platform=Platform(channel.platform),
-        credentials=shown_credentials or {key: MASK for key in stored},
+        # Keys starting with "_" are the hub's own (a rotated secret's grace), never listed.
+        credentials=shown_credentials or {key: MASK for key in stored if not key.startswith("_")},
         config=channel.config,
         webhook_url=url,
         is_active=channel.is_active,

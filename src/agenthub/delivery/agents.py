@@ -58,6 +58,7 @@ from agenthub.models import (
 )
 from agenthub.models.delivery import AttemptTrigger
 from agenthub.netguard import ensure_public_url
+from agenthub.rotation import secrets_in_force
 from agenthub.uow import commit
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ _DUE_ATTEMPTS = (
         AGENTS.c.name.label("agent_name"),
         AGENTS.c.webhook_url,
         AGENTS.c.webhook_secret_encrypted,
+        AGENTS.c.previous_webhook_secret_encrypted,
+        AGENTS.c.previous_webhook_secret_until,
         AGENTS.c.timeout_seconds,
         AGENTS.c.history_msg_count,
         AGENTS.c.recent_msg_window_minutes,
@@ -268,6 +271,8 @@ def _target(row: Any) -> DeliveryTarget:
         agent_name=row.agent_name,
         webhook_url=row.webhook_url,
         webhook_secret_encrypted=row.webhook_secret_encrypted,
+        previous_webhook_secret_encrypted=row.previous_webhook_secret_encrypted,
+        previous_webhook_secret_until=row.previous_webhook_secret_until,
         timeout_seconds=row.timeout_seconds,
         history_msg_count=row.history_msg_count,
         recent_msg_window_minutes=row.recent_msg_window_minutes,
@@ -316,14 +321,20 @@ async def attempt_delivery(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDe
     await hub.events.publish(
         events.agent_working(target.channel_id, target.chat_id, target.agent_id, claim.delivery_id)
     )
-    secret = hub.secrets.decrypt(target.webhook_secret_encrypted)
-    outcome = await _post(hub, target, prepared.body, secret)
+    previous = target.previous_webhook_secret_encrypted
+    secrets = secrets_in_force(
+        hub.secrets.decrypt(target.webhook_secret_encrypted),
+        hub.secrets.decrypt(previous) if previous else None,
+        target.previous_webhook_secret_until,
+        hub.clock(),
+    )
+    outcome = await _post(hub, target, prepared.body, secrets)
     async with hub.db.session() as session:
         await record_outcome(session, hub, claim, outcome)
         await commit(session)  # then the events and wake-ups it raised go out
 
 
-async def _post(hub: Hub, target: DeliveryTarget, body: bytes, secret: str) -> Outcome:
+async def _post(hub: Hub, target: DeliveryTarget, body: bytes, secrets: list[str]) -> Outcome:
     started = time.perf_counter()
     try:
         await ensure_public_url(
@@ -332,7 +343,7 @@ async def _post(hub: Hub, target: DeliveryTarget, body: bytes, secret: str) -> O
         response = await hub.http.post(
             target.webhook_url,
             content=body,
-            headers=sign_headers(secret, target.delivery_id, body),
+            headers=sign_headers(secrets, target.delivery_id, body),
             timeout=target.timeout_seconds,
         )
     except httpx2.TimeoutException:

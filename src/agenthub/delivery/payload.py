@@ -8,6 +8,7 @@ delivered message, and an ORM load per row costs several times more than the row
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -53,6 +54,9 @@ class DeliveryTarget:
     agent_name: str
     webhook_url: str
     webhook_secret_encrypted: str
+    # A rotation's old secret and the end of its grace (`rotation.py`).
+    previous_webhook_secret_encrypted: str | None
+    previous_webhook_secret_until: datetime | None
     timeout_seconds: float
     history_msg_count: int
     recent_msg_window_minutes: int
@@ -69,9 +73,12 @@ class PreparedDelivery:
     body: bytes
 
 
-def sign_headers(secret: str, webhook_id: str, body: bytes) -> dict[str, str]:
+def sign_headers(secrets: str | Sequence[str], webhook_id: str, body: bytes) -> dict[str, str]:
+    """Standard Webhooks headers; with several secrets (a rotation's grace), one signature per
+    secret, space-separated: a receiver accepts the message when any of them checks."""
     now = utcnow()
-    signature = Webhook(secret).sign(webhook_id, now, body.decode())
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
+    signature = " ".join(Webhook(key).sign(webhook_id, now, body.decode()) for key in keys)
     return {
         "content-type": "application/json",
         "webhook-id": webhook_id,

@@ -19,6 +19,9 @@ class Agent(Base):
     webhook_url: Mapped[str] = mapped_column(String(2048))
     # The `whsec_…` signing key, encrypted with the hub's secret key.
     webhook_secret_encrypted: Mapped[str] = mapped_column(Text)
+    # After a rotation, the secret it replaced: deliveries carry both signatures until then.
+    previous_webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    previous_webhook_secret_until: Mapped[datetime | None]
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     buffer_time_seconds: Mapped[float] = mapped_column(Float, default=3.0)
     max_buffer_seconds: Mapped[float] = mapped_column(Float, default=30.0)

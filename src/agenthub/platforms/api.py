@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from agenthub.chats.schemas import ChatOut, MessageOut
+from agenthub.models import utcnow
 from agenthub.platforms.base import (
     Inbound,
     InboundMessage,
@@ -23,6 +24,7 @@ from agenthub.platforms.base import (
     WebhookRequest,
     send_error_from_response,
 )
+from agenthub.rotation import channel_secrets
 
 
 class ApiInbound(BaseModel):
@@ -37,15 +39,10 @@ class ApiAdapter:
     name = "api"
 
     def verify(self, request: WebhookRequest, credentials: dict[str, Any]) -> bool:
-        secret = credentials.get("secret")
-        if not secret:
-            return False
-        try:
-            # Only the signature: a signed body that is not JSON is ignored by `parse`, not 403.
-            Webhook(secret).verify(request.body, request.headers, json_parse=False)
-        except (WebhookVerificationError, ValueError, TypeError):
-            return False
-        return True
+        # During a rotation's grace the client may still sign with the old secret.
+        return any(
+            _signed_with(secret, request) for secret in channel_secrets(credentials, utcnow())
+        )
 
     def parse(self, request: WebhookRequest) -> Inbound:
         try:
@@ -82,7 +79,8 @@ class ApiAdapter:
         ).encode()
         from agenthub.delivery.payload import sign_headers
 
-        headers = sign_headers(context.credentials["secret"], context.message.id, body)
+        secrets = channel_secrets(context.credentials, utcnow())
+        headers = sign_headers(secrets, context.message.id, body)
         try:
             response = await http.post(callback_url, content=body, headers=headers, timeout=10)
         except httpx2.HTTPError as exc:
@@ -90,3 +88,12 @@ class ApiAdapter:
         if not response.is_success:
             raise send_error_from_response(response)
         return context.message.id
+
+
+def _signed_with(secret: str, request: WebhookRequest) -> bool:
+    try:
+        # Only the signature: a signed body that is not JSON is ignored by `parse`, not 403.
+        Webhook(secret).verify(request.body, request.headers, json_parse=False)
+    except (WebhookVerificationError, ValueError, TypeError):
+        return False
+    return True

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub import rotation
 from agenthub.agents import service as agents_service
 from agenthub.agents.schemas import AgentCreate, AgentUpdate, TokenCreate
 from agenthub.agents.test_delivery import send_test_delivery
@@ -27,6 +28,7 @@ from agenthub.console.web import render
 from agenthub.deps import AdminUser, HubDep, SessionDep
 from agenthub.errors import DomainError
 from agenthub.models import Agent
+from agenthub.rotation import SecretRotation
 
 router = APIRouter(include_in_schema=False)
 
@@ -87,6 +89,31 @@ async def new_agent_token(agent_id: str, user: AdminUser, session: SessionDep) -
         status_code, errors = await refused(session, exc)
         return await _agents_page(session, user_id, status_code, errors=errors)
     return await _agents_page(session, user_id, 201, once={"agent": agent.name, "token": raw})
+
+
+@router.post(f"{BASE}/agents/{{agent_id}}/webhook-secret")
+async def rotate_agent_secret(
+    agent_id: str, request: Request, user: AdminUser, session: SessionDep, hub: HubDep
+) -> Response:
+    """A new webhook secret (`POST /auth/agents/{id}/webhook-secret`), shown once."""
+    user_id = user.id
+    form = dict(await form_pairs(request))
+    try:
+        data = SecretRotation.model_validate({"grace_hours": form.get("grace_hours") or 24})
+        agent = await agents_service.get_agent(session, agent_id)
+        rotated = await rotation.rotate_agent_secret(session, hub, agent, data.grace_hours)
+    except ValidationError as exc:
+        status_code, errors = await refused(session, invalid(exc))
+        return await _agents_page(session, user_id, status_code, errors=errors)
+    except DomainError as exc:
+        status_code, errors = await refused(session, exc)
+        return await _agents_page(session, user_id, status_code, errors=errors)
+    once = {
+        "agent": agent.name,
+        "webhook_secret": rotated.webhook_secret,
+        "until": rotated.previous_valid_until,
+    }
+    return await _agents_page(session, user_id, once=once)
 
 
 @router.post(f"{BASE}/agents/{{agent_id}}/test")

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub import rotation
 from agenthub.channels import service as channels_service
 from agenthub.channels.schemas import CREDENTIAL_SCHEMAS, ChannelCreate
 from agenthub.console.admin.common import (
@@ -27,6 +28,7 @@ from agenthub.deps import AdminUser, HubDep, SessionDep
 from agenthub.errors import DomainError
 from agenthub.hub import Hub
 from agenthub.models import Channel, Platform
+from agenthub.rotation import SecretRotation
 from agenthub.uow import commit
 
 router = APIRouter(include_in_schema=False)
@@ -184,3 +186,28 @@ async def register_webhook(
         status_code, errors = await refused(session, exc)
         return await _channels_page(session, hub, user_id, status_code, errors=errors)
     return back("channels")
+
+
+@router.post(f"{BASE}/channels/{{channel_id}}/secret")
+async def rotate_channel_secret(
+    channel_id: str, request: Request, user: AdminUser, session: SessionDep, hub: HubDep
+) -> Response:
+    """An `api` channel's new secret (`POST /channels/{id}/secret`), shown once."""
+    user_id = user.id
+    form = dict(await form_pairs(request))
+    try:
+        data = SecretRotation.model_validate({"grace_hours": form.get("grace_hours") or 24})
+        channel = await channels_service.get_channel(session, channel_id)
+        rotated = await rotation.rotate_channel_secret(session, hub, channel, data.grace_hours)
+    except ValidationError as exc:
+        status_code, errors = await refused(session, invalid(exc))
+        return await _channels_page(session, hub, user_id, status_code, errors=errors)
+    except DomainError as exc:
+        status_code, errors = await refused(session, exc)
+        return await _channels_page(session, hub, user_id, status_code, errors=errors)
+    once = {
+        "channel": channel.name,
+        "secret": rotated.secret,
+        "until": rotated.previous_valid_until,
+    }
+    return await _channels_page(session, hub, user_id, rotated_secret=once)
