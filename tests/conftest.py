@@ -143,12 +143,14 @@ class _scratch_postgres_database:
 @pytest.fixture
 def settings(database_url: str, request: pytest.FixtureRequest) -> Settings:
     fast_jobs = request.node.get_closest_marker("fast_jobs") is not None
+    guarded = request.node.get_closest_marker("ssrf_guard") is not None
     return Settings(
         database_url=database_url,
         secret_key=TEST_SECRET_KEY,
         public_url="http://hub.test",
-        # Agents in tests are loopback servers; tests/test_ssrf.py checks the guard itself.
-        allow_private_agent_urls=True,
+        # Agents in tests are loopback servers; `ssrf_guard` tests (tests/test_ssrf.py) turn
+        # the guard on.
+        allow_private_agent_urls=not guarded,
         # One process starts hundreds of hubs: a full garbage collection for each cost more
         # than the tests themselves.
         freeze_memory_after_startup=False,

@@ -76,7 +76,8 @@ async def test_a_failing_or_unreachable_agent_is_reported_not_retried(
     assert failed["ok"] is False
     assert failed["status_code"] == 500
     assert failed["error"] == "HTTP 500"
-    assert failed["response_excerpt"] == "x" * 2048  # read no further than the excerpt
+    assert failed["error_kind"] == "http_status"
+    assert failed["response_excerpt"] == "x" * 4096  # the excerpt of the attempt log
     assert len(agent_server.requests()) == 1
 
     gone = await create_agent(client, admin, "http://127.0.0.1:9/hook")  # nothing listens
@@ -84,7 +85,7 @@ async def test_a_failing_or_unreachable_agent_is_reported_not_retried(
         await client.post(f"/auth/agents/{gone['id']}/test-delivery", headers=admin.headers)
     ).json()
     assert refused["ok"] is False and refused["status_code"] is None
-    assert "Connect" in refused["error"]
+    assert "Connect" in refused["error"] and refused["error_kind"] == "connect"
 
     member: Caller = await make_user(Role.MEMBER)
     assert (await client.post(path, headers=member.headers)).status_code == 403

@@ -196,6 +196,8 @@ MATRIX: tuple[Row, ...] = (
     row("DELETE /chats/{chat_id}/agents/{agent_id}",        204, 204, 404, 403, 403),
     row("DELETE /channels/{channel_id}/members/{user_id}",  204, 403, 403, 403, 403),
     row("DELETE /auth/agents/{agent_id}/tokens/{token_id}", 204, 403, 403, 403, 403),
+    row("GET /deliveries/{delivery_id}",                    404, 403, 403, 403, 403,
+        note="no such delivery", delivery_id="dlv_missing000"),
     row("POST /deliveries/{delivery_id}/retry",             404, 403, 403, 403, 403,
         note="no such delivery", delivery_id="dlv_missing000"),
     row("POST /auth/agents/{agent_id}/recover",             202, 403, 403, 403, 403,

@@ -633,6 +633,20 @@ async def test_media_proxy_downloads_with_the_token(
     assert missing.status_code == 404
 
 
+async def test_a_media_redirect_is_not_followed(
+    client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any], gate: FakePlatform
+) -> None:
+    """A 3xx from the media host fails the download: the hub never fetches where it points
+    (which could be inside the network), and the caller gets a 502."""
+    inside = f"{gate.url}/internal/secret"
+    gate.script(Reply(302, headers={"location": inside}), path=r"/media/.*")
+    answer = await client.get(
+        f"/channels/{channel['id']}/media/oga-3EB0A1B2C3", headers=admin.headers
+    )
+    assert answer.status_code == 502, answer.text
+    assert gate.requests(r"/internal/.*") == []
+
+
 # --- outbound and statuses ------------------------------------------------------------------------
 
 

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Agent deliveries: attempts in all, and the first retry delay (then x3 per attempt).
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)
     delivery_backoff_base_seconds: float = Field(default=2.0, ge=0)
+    # An agent's answer is read up to this many bytes; a larger one fails the attempt
+    # (`too_large`, not retried) without the rest being read.
+    agent_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
     # An attempt's lease lasts the agent's timeout plus this margin. When a worker dies
     # mid-delivery, the delivery is retried (same webhook-id) once the lease runs out.
     delivery_lease_margin_seconds: float = Field(default=30.0, ge=1)

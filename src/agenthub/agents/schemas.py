@@ -136,4 +136,5 @@ class DeliveryProbeOut(Out):
     status_code: int | None = Field(description="its HTTP status; null when none came")
     duration_ms: float
     error: str | None = Field(description="why it failed: HTTP status, timeout, refused URL")
-    response_excerpt: str = Field(description="the start of its answer (at most 2 KiB)")
+    error_kind: str | None = Field(description="as in the attempt log (`timeout`, `connect`, …)")
+    response_excerpt: str = Field(description="the start of its answer (at most 4 KiB)")

@@ -10,20 +10,14 @@ answer is only reported back: nothing is stored, sent to a contact, or retried.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
-import httpx2
-
 from agenthub.delivery.payload import sign_headers
-from agenthub.errors import BadRequest
+from agenthub.delivery.webhook_call import post_to_agent
 from agenthub.hub import Hub
 from agenthub.ids import new_id
 from agenthub.models import Agent, utcnow
-from agenthub.netguard import ensure_public_url
 from agenthub.rotation import agent_secrets
-
-EXCERPT_BYTES = 2048
 
 
 @dataclass(frozen=True)
@@ -32,11 +26,12 @@ class DeliveryProbe:
     status_code: int | None
     duration_ms: float
     error: str | None
+    error_kind: str | None
     response_excerpt: str
 
     @property
     def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
+        return self.error_kind is None and self.status_code is not None
 
 
 def sample_body(agent: Agent, webhook_id: str) -> bytes:
@@ -72,40 +67,17 @@ def sample_body(agent: Agent, webhook_id: str) -> bytes:
 async def send_test_delivery(hub: Hub, agent: Agent) -> DeliveryProbe:
     webhook_id = new_id("tst")
     body = sample_body(agent, webhook_id)
-    secrets = agent_secrets(hub, agent)
-    started = time.perf_counter()
-
-    def result(status: int | None, error: str | None, excerpt: str = "") -> DeliveryProbe:
-        ms = round((time.perf_counter() - started) * 1000, 1)
-        return DeliveryProbe(webhook_id, status, ms, error, excerpt)
-
-    try:
-        await ensure_public_url(
-            agent.webhook_url, allow_private=hub.settings.private_agent_urls_allowed
-        )
-        async with hub.http.stream(
-            "POST",
-            agent.webhook_url,
-            content=body,
-            headers=sign_headers(secrets, webhook_id, body),
-            timeout=agent.timeout_seconds,
-        ) as response:
-            excerpt = await _excerpt(response)
-    except BadRequest as exc:  # the URL points inside the network, or does not resolve
-        return result(None, exc.detail)
-    except httpx2.TimeoutException:
-        return result(None, f"timeout after {agent.timeout_seconds:g}s")
-    except (httpx2.HTTPError, OSError) as exc:
-        return result(None, f"{type(exc).__name__}: {exc}"[:500])
-    error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-    return result(response.status_code, error, excerpt)
-
-
-async def _excerpt(response: httpx2.Response) -> str:
-    """The start of the answer, and no more of it read: an agent can answer anything."""
-    taken = bytearray()
-    async for chunk in response.aiter_bytes():
-        taken.extend(chunk)
-        if len(taken) >= EXCERPT_BYTES:
-            break
-    return bytes(taken[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
+    headers = sign_headers(agent_secrets(hub, agent), webhook_id, body)
+    # The delivery engine's own call: the same address check, limits and error kinds.
+    outcome = await post_to_agent(hub, agent.webhook_url, body, headers, agent.timeout_seconds)
+    error = outcome.error
+    if outcome.error_kind == "http_status":
+        error = f"HTTP {outcome.status_code}"  # its body is the excerpt
+    return DeliveryProbe(
+        webhook_id=webhook_id,
+        status_code=outcome.status_code,
+        duration_ms=outcome.latency_ms,
+        error=error,
+        error_kind=outcome.error_kind,
+        response_excerpt=outcome.excerpt or "",
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, computed_field
 
 from agenthub.models import DeliveryStatus, HandledBy, NeedsHumanReason, SenderType
 from agenthub.schemas import JsonObject, Out, Schema
@@ -95,8 +95,19 @@ class DeliveryAttemptOut(Out):
     status_code: int | None
     latency_ms: float | None
     error: str | None
+    error_kind: str | None = Field(
+        description="timeout, connect, dns, tls, http_status, too_large, refused_address, protocol"
+    )
+    response_excerpt: str | None = Field(description="the first 4 KiB of the agent's answer")
+    remote_address: str | None = Field(description="the address the hub connected to")
     # `scheduled` (the hub's own), `manual` (POST /deliveries/{id}/retry) or `recover`.
     trigger: Literal["scheduled", "manual", "recover"]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_ms(self) -> float | None:
+        """How long the attempt took (the same as `latency_ms`)."""
+        return self.latency_ms
 
 
 class DeliveryOut(Out):

@@ -16,12 +16,10 @@ The lifecycle of a contact message for one agent:
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import httpx2
 from sqlalchemy import (
     Integer,
     Table,
@@ -41,6 +39,7 @@ from agenthub.delivery import events
 from agenthub.delivery.payload import DeliveryTarget, PreparedDelivery, build_payload, sign_headers
 from agenthub.delivery.replies import apply_agent_reply
 from agenthub.delivery.timing import backoff_delay, retry_after_delay
+from agenthub.delivery.webhook_call import Outcome, post_to_agent
 from agenthub.hub import Hub
 from agenthub.models import (
     ActorType,
@@ -57,7 +56,6 @@ from agenthub.models import (
     SenderType,
 )
 from agenthub.models.delivery import AttemptTrigger
-from agenthub.netguard import ensure_public_url
 from agenthub.rotation import secrets_in_force
 from agenthub.uow import commit
 
@@ -295,24 +293,6 @@ async def prepare_attempts(
     ]
 
 
-@dataclass
-class Outcome:
-    status_code: int | None
-    latency_ms: float
-    error: str | None = None
-    body: Any = None
-    retry_after: str | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-    @property
-    def retryable(self) -> bool:
-        code = self.status_code
-        return code is None or code == 429 or code >= 500
-
-
 async def attempt_delivery(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDelivery) -> None:
     """POST one attempt to the agent and record what happened."""
     target = prepared.target
@@ -328,47 +308,13 @@ async def attempt_delivery(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDe
         target.previous_webhook_secret_until,
         hub.clock(),
     )
-    outcome = await _post(hub, target, prepared.body, secrets)
+    headers = sign_headers(secrets, target.delivery_id, prepared.body)
+    outcome = await post_to_agent(
+        hub, target.webhook_url, prepared.body, headers, target.timeout_seconds
+    )
     async with hub.db.session() as session:
         await record_outcome(session, hub, claim, outcome)
         await commit(session)  # then the events and wake-ups it raised go out
-
-
-async def _post(hub: Hub, target: DeliveryTarget, body: bytes, secrets: list[str]) -> Outcome:
-    started = time.perf_counter()
-    try:
-        await ensure_public_url(
-            target.webhook_url, allow_private=hub.settings.private_agent_urls_allowed
-        )
-        response = await hub.http.post(
-            target.webhook_url,
-            content=body,
-            headers=sign_headers(secrets, target.delivery_id, body),
-            timeout=target.timeout_seconds,
-        )
-    except httpx2.TimeoutException:
-        return Outcome(None, _ms(started), error=f"timeout after {target.timeout_seconds:g}s")
-    except (httpx2.HTTPError, OSError, Exception) as exc:
-        return Outcome(None, _ms(started), error=f"{type(exc).__name__}: {exc}"[:500])
-    latency = _ms(started)
-    parsed: Any = None
-    if 200 <= response.status_code < 300 and response.content:
-        try:
-            parsed = response.json()
-        except ValueError:
-            parsed = None
-    error = (
-        None
-        if 200 <= response.status_code < 300
-        else f"HTTP {response.status_code}: {response.text[:200]}"
-    )
-    return Outcome(
-        response.status_code, latency, error, parsed, response.headers.get("retry-after")
-    )
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def _link_due_at() -> Any:
@@ -473,6 +419,9 @@ async def record_outcome(
             "status_code": outcome.status_code,
             "latency_ms": outcome.latency_ms,
             "error": outcome.error,
+            "error_kind": outcome.error_kind,
+            "response_excerpt": outcome.excerpt,
+            "remote_address": outcome.remote_address,
             "trigger": claim.trigger,
         },
     )

@@ -1,5 +1,5 @@
-"""Replay of failed agent deliveries (admin): `POST /deliveries/{id}/retry` and
-`POST /auth/agents/{id}/recover` (docs/api.md)."""
+"""A delivery's attempt log and the replay of failed ones (admin): `GET /deliveries/{id}`,
+`POST /deliveries/{id}/retry` and `POST /auth/agents/{id}/recover` (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pydantic import AfterValidator, AwareDatetime, Field
 from agenthub.chats.schemas import DeliveryOut
 from agenthub.delivery import replay
 from agenthub.deps import AdminUser, HubDep, SessionDep
+from agenthub.errors import NotFound
+from agenthub.models import AgentDelivery
 from agenthub.openapi_errors import error_responses
 from agenthub.schemas import Out, Schema
 
@@ -39,6 +41,17 @@ class RecoverIn(Schema):
 
 class RecoverOut(Out):
     deliveries: int = Field(description="How many failed deliveries were queued again.")
+
+
+@router.get("/deliveries/{delivery_id}", response_model=DeliveryOut, tags=["deliveries"])
+async def get_delivery(delivery_id: str, _: AdminUser, session: SessionDep) -> DeliveryOut:
+    """One delivery with its attempt log (admin): each attempt's time, duration, trigger,
+    status code, `error_kind`, error, the first 4 KiB of the answer and the address the hub
+    connected to."""
+    delivery = await session.get(AgentDelivery, delivery_id)
+    if delivery is None:
+        raise NotFound("Delivery not found")
+    return await replay.present_delivery(session, delivery)
 
 
 @router.post(

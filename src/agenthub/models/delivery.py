@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -92,4 +91,9 @@ class DeliveryAttempt(Base):
     trigger: Mapped[str] = mapped_column(
         String(16), default=AttemptTrigger.SCHEDULED, server_default=AttemptTrigger.SCHEDULED.value
     )
-    response_excerpt: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # `timeout`, `connect`, `dns`, `tls`, `http_status`, `too_large`, `refused_address`,
+    # `protocol` (`delivery/webhook_call.py`); None when it succeeded.
+    error_kind: Mapped[str | None] = mapped_column(String(24))
+    # The first 4 KiB of the answer, and the address the hub connected to.
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    remote_address: Mapped[str | None] = mapped_column(String(64))

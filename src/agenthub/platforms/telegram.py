@@ -301,7 +301,7 @@ class TelegramAdapter:
         url = f"{base}/file/bot{token}/{quote(file_path.lstrip('/'), safe='/')}"
         try:
             response = await http.send(
-                http.build_request("GET", url, timeout=60), stream=True, follow_redirects=True
+                http.build_request("GET", url, timeout=60), stream=True, follow_redirects=False
             )
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise network_error(exc, redact=token) from None

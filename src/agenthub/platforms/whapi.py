@@ -293,7 +293,7 @@ class WhapiAdapter:
                     "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=60
                 ),
                 stream=True,
-                follow_redirects=True,
+                follow_redirects=False,
             )
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise network_error(exc, redact=token) from None

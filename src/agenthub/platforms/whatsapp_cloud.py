@@ -313,7 +313,7 @@ class WhatsAppCloudAdapter:
             download = await http.send(
                 http.build_request("GET", url, headers=headers, timeout=60),
                 stream=True,
-                follow_redirects=True,
+                follow_redirects=False,
             )
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise network_error(exc, redact=token) from None
