@@ -169,3 +169,28 @@ async def test_the_request_goes_to_the_checked_address_and_keeps_the_name(
     assert calls == ["agent.example", "v6.example", "mixed.example"]  # once each
     unchanged = await destination("http://localhost:9/x", allow_private=True)
     assert unchanged.url == "http://localhost:9/x" and calls[-1] == "mixed.example"
+
+
+@pytest.mark.ssrf_guard
+@pytest.mark.database_independent
+async def test_with_the_guard_on_an_api_callback_resolving_inside_is_never_called(
+    client: httpx2.AsyncClient, hub: Hub, admin: Caller, agent_server: FakePlatform
+) -> None:
+    channel = await make_channel(
+        hub, config={"callback_url": f"http://localhost:{agent_server.port}/"}
+    )
+    chat = await make_chat(hub, channel, messages=1)
+    sent = await client.post(
+        f"/chats/{chat.id}/messages", json={"content": "hello"}, headers=admin.headers
+    )
+    assert sent.status_code == 201, sent.text
+
+    async def failed() -> dict[str, Any]:
+        answer = await client.get(f"/chats/{chat.id}/messages", headers=admin.headers)
+        [ours] = [m for m in answer.json()["messages"] if m["id"] == sent.json()["id"]]
+        assert ours["delivery_status"] == "FAILED", ours
+        return ours
+
+    message = await wait_until(failed)
+    assert "private" in message["meta_data"]["error"]["detail"]
+    assert agent_server.requests() == []

@@ -15,7 +15,9 @@ from pydantic import BaseModel, Field, ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from agenthub.chats.schemas import ChatOut, MessageOut
+from agenthub.errors import BadRequest
 from agenthub.models import utcnow
+from agenthub.netguard import UnresolvableHost, destination
 from agenthub.platforms.base import (
     Inbound,
     InboundMessage,
@@ -82,7 +84,20 @@ class ApiAdapter:
         secrets = channel_secrets(context.credentials, utcnow())
         headers = sign_headers(secrets, context.message.id, body)
         try:
-            response = await http.post(callback_url, content=body, headers=headers, timeout=10)
+            # Resolved and checked once, as agent webhooks are (netguard.py).
+            target = await destination(
+                callback_url, allow_private=context.settings.private_agent_urls_allowed
+            )
+        except BadRequest as exc:
+            raise SendError(str(exc.detail), transient=isinstance(exc, UnresolvableHost)) from exc
+        try:
+            response = await http.post(
+                target.url,
+                content=body,
+                headers={**headers, **target.headers},
+                extensions=target.extensions,
+                timeout=10,
+            )
         except httpx2.HTTPError as exc:
             raise SendError(f"{type(exc).__name__}: {exc}", transient=True) from exc
         if not response.is_success:
