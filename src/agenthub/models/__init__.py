@@ -1,6 +1,7 @@
 """All table models; importing this package registers every table on `Base.metadata`."""
 
-from agenthub.models.agent import Agent
+from agenthub.models.agent import Agent, AgentHealth
+from agenthub.models.audit import AuditEvent, AuditOutcome
 from agenthub.models.base import Base, utcnow
 from agenthub.models.channel import Channel, ChannelDefaultAgent, Platform
 from agenthub.models.chat import Chat, ChatAgentLink, HandledBy, NeedsHumanReason
@@ -28,7 +29,10 @@ __all__ = [
     "Agent",
     "AgentDelivery",
     "AgentDeliveryStatus",
+    "AgentHealth",
     "ApiToken",
+    "AuditEvent",
+    "AuditOutcome",
     "Base",
     "CannedResponse",
     "Channel",

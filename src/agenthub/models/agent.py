@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agenthub.ids import new_id
 from agenthub.models.base import Base, utcnow
+
+
+class AgentHealth(StrEnum):
+    HEALTHY = "healthy"
+    UNAVAILABLE = "unavailable"
 
 
 class Agent(Base):
@@ -30,3 +36,13 @@ class Agent(Base):
     activate_for_new_conversation: Mapped[bool] = mapped_column(Boolean, default=True)
     timeout_seconds: Mapped[float] = mapped_column(Float, default=10.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Its health (the delivery breaker): failed attempts in a row across its chats; past the
+    # threshold it is `unavailable` (since `health_since`) and gets one probe at a time, the
+    # next at `next_probe_at`, until an attempt succeeds.
+    health_state: Mapped[str] = mapped_column(
+        String(16), default=AgentHealth.HEALTHY, server_default=AgentHealth.HEALTHY.value
+    )
+    health_since: Mapped[datetime | None]
+    health_last_error: Mapped[str | None] = mapped_column(Text)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_probe_at: Mapped[datetime | None]
