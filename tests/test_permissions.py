@@ -185,6 +185,8 @@ MATRIX: tuple[Row, ...] = (
     row("GET /chats/{chat_id}/timeline",                    200, 200, 404, 403, 403),
     row("POST /chats/{chat_id}/takeover",                   200, 200, 404, 403, 403),
     row("POST /chats/{chat_id}/handback",                   200, 200, 404, 403, 403),
+    # -- the audit trail: admins only ----------------------------------------------------
+    row("GET /audit",                                       200, 403, 403, 403, 403),
     # -- inbound webhooks: only the platform's signature counts, never a bearer token ----
     row("GET /webhooks/{platform}/{channel_id}",            405, 405, 405, 405, 405,
         note="api has no handshake", locked_out=405),

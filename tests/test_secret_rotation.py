@@ -173,3 +173,18 @@ async def test_an_api_channel_accepts_either_secret_during_the_grace_and_signs_w
         assert len(contact) == 3  # old, new, latest: the stale ones were not stored
 
     await wait_until(two_messages)
+
+
+@pytest.mark.database_independent
+async def test_a_secret_set_by_hand_after_a_rotation_ends_the_grace(
+    client: httpx2.AsyncClient, admin: Caller
+) -> None:
+    channel_id, old = await api_channel(client, admin)
+    await client.post(f"/channels/{channel_id}/secret", headers=admin.headers)
+    chosen = "whsec_" + "c2V0IGJ5IGhhbmQgZm9yIHRoaXMgdGVzdCwgMzIgYnl0ZXM="
+    patched = await client.patch(
+        f"/channels/{channel_id}", json={"credentials": {"secret": chosen}}, headers=admin.headers
+    )
+    assert patched.status_code == 200, patched.text
+    assert await inbound(client, channel_id, chosen) == 200
+    assert await inbound(client, channel_id, old) in (401, 403)

@@ -102,6 +102,7 @@ async def build_production_hub(settings: Settings, *, worker: bool) -> Hub:
 
 def _include_routers(app: FastAPI) -> None:
     from agenthub.agents.router import router as agents_router
+    from agenthub.audit.router import router as audit_router
     from agenthub.auth.router import router as auth_router
     from agenthub.channels.router import router as channels_router
     from agenthub.chats.router import router as chats_router
@@ -124,6 +125,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(channels_router)
     app.include_router(chats_router)
     app.include_router(deliveries_router)
+    app.include_router(audit_router)
     app.include_router(operators_router)
     app.include_router(realtime_router)
     # The operator console: HTML pages and their static files, left out of the OpenAPI schema.

@@ -12,6 +12,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.audit import service as audit
 from agenthub.db import READ_ONLY
 from agenthub.errors import Forbidden, Unauthorized
 from agenthub.hub import Hub
@@ -46,12 +47,32 @@ async def get_session(request: Request, hub: HubDep) -> AsyncIterator[AsyncSessi
             yield session
         except BaseException:
             await rollback(session)
+            await _write_refusals(hub, session, read_only)
             raise
-        if session.in_transaction():
-            if read_only:
+        if read_only:
+            if session.in_transaction():
                 await session.rollback()
-            else:
+            await _write_refusals(hub, session, read_only)
+        else:
+            refused = audit.refused_events(session)
+            session.add_all(refused)  # with the request's changes
+            if refused or session.in_transaction():
                 await commit(session)
+
+
+async def _write_refusals(hub: Hub, session: AsyncSession, read_only: bool) -> None:
+    """The audit events of what the request was refused, kept though its transaction is not:
+    in a new transaction of the same session (the one SQLite write connection it holds), or,
+    for a read-only request, in a short write transaction of its own."""
+    refused = audit.refused_events(session)
+    if not refused:
+        return
+    if read_only:
+        async with hub.db.transaction() as write:
+            write.add_all(refused)
+        return
+    session.add_all(refused)
+    await commit(session)
 
 
 # scope="function": commit before the response goes out, so a failed commit is never a 200.
@@ -140,18 +161,26 @@ async def get_principal(
     """The bearer token when there is one; else the session cookie, whose state-changing
     requests must come from the public URL's origin (`sessions.py`)."""
     if credentials is not None:
-        return await authenticate(hub, session, credentials.credentials)
+        principal = await authenticate(hub, session, credentials.credentials)
+        _set_audit_actor(request, principal)
+        return principal
     if not cookie:
         raise Unauthorized("Missing bearer token")
     principal = await authenticate(hub, session, cookie)
     if principal.user is None:  # the cookie only ever holds a user's token
         raise Unauthorized("Invalid or revoked token")
+    _set_audit_actor(request, principal)
     if request.method not in SAFE_METHODS and not same_origin(request, hub.settings):
         raise Forbidden(
             "A request authenticated by the session cookie needs an Origin header equal to "
             f"this hub's public origin ({public_origin(hub.settings)}, from AGENTHUB_PUBLIC_URL)"
         )
     return replace(principal, from_cookie=True)
+
+
+def _set_audit_actor(request: Request, principal: Principal) -> None:
+    """Whom the audit trail names for what this request changes (`audit/service.py`)."""
+    audit.set_actor(request, "user" if principal.user is not None else "agent", principal.id)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
@@ -166,8 +195,16 @@ async def get_current_user(principal: CurrentPrincipal) -> User:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-async def get_admin_user(user: CurrentUser) -> User:
-    if not user.is_admin:
+async def get_admin_user(
+    principal: CurrentPrincipal, request: Request, session: SessionDep
+) -> User:
+    """An admin, or 403; every refusal goes to the audit trail (`get_session` writes it,
+    though the request's own transaction is rolled back)."""
+    user = principal.user
+    if user is None or not user.is_admin:
+        audit.record_denied(session, request)
+        if user is None:
+            raise Forbidden("This endpoint is for users, not agents")
         raise Forbidden("Admin role required")
     return user
 

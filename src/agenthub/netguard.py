@@ -87,9 +87,7 @@ async def destination(url: str, *, allow_private: bool) -> Destination:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     addresses = await _addresses(host, port)
     if not addresses or any(is_internal(address) for address in addresses):
-        raise RefusedAddress(
-            f"Host {host!r} resolves to a private, loopback or link-local address"
-        )
+        raise RefusedAddress(f"Host {host!r} resolves to a private, loopback or link-local address")
     address = addresses[0]
     literal = f"[{address}]" if ":" in address else address
     netloc = f"{literal}:{parts.port}" if parts.port else literal

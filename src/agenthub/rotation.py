@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.audit import service as audit
 from agenthub.errors import BadRequest
 from agenthub.hub import Hub
 from agenthub.models import Agent, Channel, Platform
@@ -74,6 +75,7 @@ async def rotate_agent_secret(
     agent.previous_webhook_secret_until = until
     agent.webhook_secret_encrypted = hub.secrets.encrypt(secret)
     await session.flush()
+    audit.record(session, "agent.secret.rotated", ("agent", agent.id), {"grace_hours": grace_hours})
     return AgentSecretRotated(webhook_secret=secret, previous_valid_until=until)
 
 
@@ -106,6 +108,9 @@ async def rotate_channel_secret(
     credentials["secret"] = secret
     channel.credentials_encrypted = hub.secrets.encrypt_json(credentials)
     await session.flush()
+    audit.record(
+        session, "channel.secret.rotated", ("channel", channel.id), {"grace_hours": grace_hours}
+    )
     return ChannelSecretRotated(secret=secret, previous_valid_until=until)
 
 

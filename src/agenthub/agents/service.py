@@ -9,6 +9,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.agents.schemas import AgentCreate, AgentUpdate, TokenCreate
+from agenthub.audit import service as audit
 from agenthub.chats.handling import refresh_handled_by
 from agenthub.errors import NotFound
 from agenthub.hub import Hub
@@ -29,6 +30,7 @@ async def create_agent(
     agent = Agent(**values, webhook_secret_encrypted=hub.secrets.encrypt(webhook_secret))
     session.add(agent)
     await session.flush()
+    audit.record(session, "agent.created", ("agent", agent.id), {"name": agent.name})
     raw_token, _ = await create_token(session, agent, TokenCreate(name="default"))
     return agent, raw_token, webhook_secret
 
@@ -77,6 +79,7 @@ async def update_agent(session: AsyncSession, hub: Hub, agent: Agent, data: Agen
     for field, value in changes.items():
         setattr(agent, field, value)
     await session.flush()
+    audit.record(session, "agent.updated", ("agent", agent.id), {"fields": sorted(changes)})
     if activation_changes:
         await refresh_handled_by(session, _chats_of(agent.id))
     return agent
@@ -107,6 +110,7 @@ async def delete_agent(session: AsyncSession, agent: Agent) -> None:
     chat_ids = list(await session.scalars(_chats_of(agent.id)))
     await session.delete(agent)
     await session.flush()
+    audit.record(session, "agent.deleted", ("agent", agent.id), {"name": agent.name})
     await refresh_handled_by(session, select(Chat.id).where(Chat.id.in_(chat_ids)))
 
 
@@ -120,6 +124,7 @@ async def create_token(
     )
     session.add(token)
     await session.flush()
+    audit.record(session, "agent.token.created", ("token", token.id), {"agent_id": agent.id})
     return raw, token
 
 
@@ -137,3 +142,4 @@ async def revoke_token(session: AsyncSession, agent: Agent, token_id: str) -> No
     if token.revoked_at is None:
         token.revoked_at = utcnow()
     await session.flush()
+    audit.record(session, "agent.token.revoked", ("token", token.id), {"agent_id": agent.id})

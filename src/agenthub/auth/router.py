@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.audit import service as audit
 from agenthub.auth import service
 from agenthub.auth.schemas import (
     LoginIn,
@@ -21,6 +22,7 @@ from agenthub.auth.schemas import (
     UserOut,
     UserUpdate,
 )
+from agenthub.auth.throttle import TooManyAttempts
 from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
 from agenthub.errors import DomainError, InvalidInput, Unauthorized
@@ -72,7 +74,14 @@ async def log_in(
     throttle = hub.login_throttle
     # The socket peer; proxy headers are not trusted (see auth/throttle.py).
     address = request.client.host if request.client else None
-    await throttle.check(data.username, address)
+    audit.set_actor(request, "anonymous", None)
+    # The username is who tried, not a secret; the password is never recorded.
+    tried = ("username", data.username[:64])
+    try:
+        await throttle.check(data.username, address)
+    except TooManyAttempts:
+        audit.record_refused(session, "login.failed", tried, {"kind": kind, "reason": "throttled"})
+        raise
     try:
         result = await service.login(
             session,
@@ -83,8 +92,12 @@ async def log_in(
         )
     except Unauthorized:
         await throttle.failed(data.username, address)
+        audit.record_refused(session, "login.failed", tried, {"kind": kind})
         raise
     await throttle.succeeded(data.username, address)
+    user = result[2]
+    audit.set_actor(request, "user", user.id)
+    audit.record(session, "login.succeeded", ("user", user.id), {"kind": kind})
     return result
 
 

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.audit import service as audit
 from agenthub.auth.schemas import SignupIn, UserCreate, UserUpdate
 from agenthub.deps import Principal
 from agenthub.errors import Conflict, Forbidden, NotFound, Unauthorized
@@ -57,6 +58,7 @@ async def create_user(session: AsyncSession, data: UserCreate) -> User:
     )
     session.add(user)
     await session.flush()
+    audit.record(session, "user.created", ("user", user.id), {"role": str(user.role)})
     return user
 
 
@@ -98,6 +100,9 @@ async def update_user(session: AsyncSession, caller: User, user: User, data: Use
         if field in changes and changes[field] is not None:
             setattr(user, field, changes[field])
     await session.flush()
+    action = "user.deactivated" if changes.get("is_active") is False else "user.updated"
+    # The fields changed, never their values (a password above all).
+    audit.record(session, action, ("user", user.id), {"fields": sorted(data.model_fields_set)})
     return user
 
 
@@ -106,6 +111,7 @@ async def delete_user(session: AsyncSession, user: User) -> None:
         await _ensure_another_admin(session, user)
     await session.delete(user)
     await session.flush()
+    audit.record(session, "user.deleted", ("user", user.id))
 
 
 async def _ensure_another_admin(session: AsyncSession, user: User) -> None:
@@ -144,3 +150,4 @@ async def login(
 async def logout(session: AsyncSession, principal: Principal) -> None:
     principal.token.revoked_at = utcnow()
     await session.flush()
+    audit.record(session, "logout", ("token", principal.token.id))

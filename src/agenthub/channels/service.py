@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
 from agenthub.access import scope_channels
+from agenthub.audit import service as audit
 from agenthub.channels import default_agents
 from agenthub.channels.schemas import (
     CREDENTIAL_SCHEMAS,
@@ -279,6 +280,7 @@ async def create_channel(session: AsyncSession, hub: Hub, data: NewChannel) -> C
         await default_agents.set_list(
             session, channel, data.default_agent_ids, ("body", "default_agent_ids")
         )
+    audit.record(session, "channel.created", ("channel", channel.id), {"platform": data.platform})
     return await answer(session, hub, channel, generated)
 
 
@@ -312,13 +314,19 @@ async def update_channel(
     session: AsyncSession, hub: Hub, channel: Channel, data: ChannelUpdate
 ) -> Channel:
     if data.credentials is not None:
-        merged = hub.secrets.decrypt_json(channel.credentials_encrypted) | data.credentials
+        stored = hub.secrets.decrypt_json(channel.credentials_encrypted)
+        # The hub's own keys (a rotated secret's grace, `rotation.py`) are not the client's
+        # to validate; a secret set by hand ends any grace.
+        kept = {k: v for k, v in stored.items() if k.startswith("_")}
+        if "secret" in data.credentials:
+            kept = {}
+        merged = {k: v for k, v in stored.items() if not k.startswith("_")} | data.credentials
         try:
             validated = CREDENTIAL_SCHEMAS[Platform(channel.platform)].model_validate(merged)
         except ValidationError as exc:
             # Located where the client wrote the fields, as a request error would be.
             raise InvalidInput.within(("body", "credentials"), exc) from None
-        merged = validated.model_dump(exclude_none=True)
+        merged = validated.model_dump(exclude_none=True) | kept
         channel.credentials_encrypted = hub.secrets.encrypt_json(merged)
     if data.config is not None:
         config = _stored_config(data.config)
@@ -336,12 +344,22 @@ async def update_channel(
             session, channel, data.default_agent_ids, ("body", "default_agent_ids")
         )
     await session.flush()
+    # Which parts changed; a credential's name, never its value.
+    fields = sorted(data.model_fields_set)
+    credentials = sorted(data.credentials or {})
+    audit.record(
+        session,
+        "channel.updated",
+        ("channel", channel.id),
+        {"fields": fields, "credentials": credentials},
+    )
     return channel
 
 
 async def delete_channel(session: AsyncSession, channel: Channel) -> None:
     await session.delete(channel)
     await session.flush()
+    audit.record(session, "channel.deleted", ("channel", channel.id), {"name": channel.name})
 
 
 async def add_member(session: AsyncSession, channel: Channel, user_id: str) -> None:
@@ -353,6 +371,7 @@ async def add_member(session: AsyncSession, channel: Channel, user_id: str) -> N
     if await session.get(ChannelMember, (channel.id, user_id)) is None:
         session.add(ChannelMember(channel_id=channel.id, user_id=user_id))
         await session.flush()
+        audit.record(session, "member.granted", ("user", user_id), {"channel_id": channel.id})
 
 
 async def remove_member(session: AsyncSession, channel: Channel, user_id: str) -> None:
@@ -361,6 +380,7 @@ async def remove_member(session: AsyncSession, channel: Channel, user_id: str) -
         raise NotFound("User is not a member of this channel")
     await session.delete(membership)
     await session.flush()
+    audit.record(session, "member.revoked", ("user", user_id), {"channel_id": channel.id})
 
 
 async def list_members(session: AsyncSession, channel: Channel) -> list[User]:

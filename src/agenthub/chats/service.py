@@ -9,6 +9,7 @@ from sqlalchemy import Select, func, nulls_last, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.access import scope_chats
+from agenthub.audit import service as audit
 from agenthub.chats.handling import (
     clear_needs_human,
     next_position,
@@ -151,6 +152,7 @@ async def _ensure_may_be_assigned(session: AsyncSession, chat: Chat, user_id: st
 async def delete_chat(session: AsyncSession, chat: Chat) -> None:
     await session.delete(chat)
     await session.flush()
+    audit.record(session, "chat.deleted", ("chat", chat.id), {"channel_id": chat.channel_id})
 
 
 async def list_messages(

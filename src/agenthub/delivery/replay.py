@@ -18,6 +18,7 @@ from itertools import groupby
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.audit import service as audit
 from agenthub.chats.schemas import DeliveryAttemptOut, DeliveryOut
 from agenthub.chats.service import delivery_out
 from agenthub.delivery import events
@@ -50,6 +51,7 @@ async def retry_delivery(session: AsyncSession, hub: Hub, delivery_id: str) -> A
             "resume or link it first"
         )
     events.wake_after_commit(session, hub)
+    audit.record(session, "delivery.retried", ("delivery", delivery.id), {"chat_id": pair[0]})
     return delivery
 
 
@@ -84,6 +86,8 @@ async def recover_agent(
             retried += len(deliveries)
     if retried:
         events.wake_after_commit(session, hub)
+    window = {"since": since.isoformat(), "until": until.isoformat(), "deliveries": retried}
+    audit.record(session, "agent.recovered", ("agent", agent_id), window)
     return retried
 
 

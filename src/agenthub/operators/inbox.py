@@ -8,9 +8,6 @@ caught-up read markers.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -19,10 +16,10 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, case, exists, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub import cursors
 from agenthub.access import readable_channel_ids, scope_chats
 from agenthub.chats.service import chat_filters
 from agenthub.deps import Principal
-from agenthub.errors import InvalidInput
 from agenthub.models import Channel, ChannelMember, Chat, ChatRead, HandledBy
 
 
@@ -59,25 +56,12 @@ def _view_filter(view: InboxView, user_id: str) -> Any:
 
 
 def encode_cursor(chat: Chat) -> str:
-    raw = json.dumps([chat.activity_at.isoformat(), chat.id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return cursors.encode_cursor(chat.activity_at, chat.id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (activity_at, id) a page continues after; anything else is a 422."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        moment, chat_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        parsed = datetime.fromisoformat(moment)
-        if parsed.tzinfo is None or not isinstance(chat_id, str):
-            raise ValueError(cursor)
-        return parsed, chat_id
-    except (ValueError, TypeError, binascii.Error, UnicodeError):
-        raise InvalidInput.at(
-            ("query", "cursor"),
-            "invalid_cursor",
-            "Not a cursor from this inbox: pass `next_cursor` of the last page",
-        ) from None
+    return cursors.decode_cursor(cursor, "this inbox")
 
 
 _AFTER_CURSOR = tuple_(Chat.activity_at, Chat.id) < tuple_(

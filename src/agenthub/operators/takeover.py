@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.audit import service as audit
 from agenthub.channels.default_agents import known_agent_ids
 from agenthub.chats.handling import clear_needs_human, record_event, refresh_handled_by
 from agenthub.chats.service import (
@@ -51,6 +52,7 @@ async def take_over(session: AsyncSession, hub: Hub, principal: Principal, chat:
         at=hub.clock(),
         paused_agent_ids=paused,
     )
+    audit.record(session, "chat.takeover", ("chat", chat.id), {"paused_agent_ids": paused})
     await refresh_handled_by(session, [chat])
     return chat
 
@@ -83,6 +85,8 @@ async def hand_back(
         at=hub.clock(),
         resumed_agent_ids=[link.agent_id for link in resumed],
     )
+    resumed_ids = [link.agent_id for link in resumed]
+    audit.record(session, "chat.handback", ("chat", chat.id), {"resumed_agent_ids": resumed_ids})
     await refresh_handled_by(session, [chat])
     return chat
 

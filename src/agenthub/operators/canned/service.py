@@ -6,6 +6,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub.audit import service as audit
 from agenthub.chats.service import _escape_like
 from agenthub.errors import Conflict, NotFound
 from agenthub.models import CannedResponse, User, utcnow
@@ -60,6 +61,7 @@ async def create_canned_response(
     )
     session.add(canned)
     await _flush(session, data.shortcut)
+    audit.record(session, "canned.created", ("canned_response", canned.id))
     return canned
 
 
@@ -76,12 +78,16 @@ async def update_canned_response(
         setattr(canned, field, value)
     canned.updated_at = utcnow()
     await _flush(session, canned.shortcut)
+    audit.record(
+        session, "canned.updated", ("canned_response", canned.id), {"fields": sorted(changes)}
+    )
     return canned
 
 
 async def delete_canned_response(session: AsyncSession, canned: CannedResponse) -> None:
     await session.delete(canned)
     await session.flush()
+    audit.record(session, "canned.deleted", ("canned_response", canned.id))
 
 
 def _taken(shortcut: str) -> Conflict:
