@@ -27,10 +27,21 @@ app = typer.Typer(
 
 
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
     from agenthub.settings import get_settings
 
     get_settings.cache_clear()  # pick up environment changes made by the command itself
-    return get_settings()
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        # One line per setting refused, named as its variable; never the value given.
+        for error in exc.errors():
+            name = "AGENTHUB_" + "_".join(str(part) for part in error["loc"]).upper()
+            message = str(error["msg"]).removeprefix("Value error, ")
+            line = message if message.startswith(name) else f"{name}: {message}"
+            typer.secho(f"Error: {line}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
 
 
 def _display_url(database_url: str) -> str:
@@ -357,3 +368,44 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@app.command("rotate-secrets")
+def rotate_secrets() -> None:
+    """Re-encrypt every stored secret with the first key of AGENTHUB_SECRET_KEY.
+
+    Rotate the key like this: put the new key first (`AGENTHUB_SECRET_KEY=new,old`),
+    restart, run this, then drop the old key from the list. Prints what it re-encrypted."""
+    import asyncio
+
+    from agenthub.maintenance import rotate_secrets as rotate
+
+    settings = _settings()
+    _migrate(settings.database_url)
+    try:
+        counts = asyncio.run(rotate(settings))
+    except RuntimeError as exc:
+        typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    for kind, count in counts.items():
+        typer.echo(f"{count:6d} {kind}")
+    typer.echo("Re-encrypted with the first key; the others can now leave AGENTHUB_SECRET_KEY.")
+
+
+@app.command()
+def backup(
+    path: Annotated[str, typer.Argument(help="Where to write the copy (replaced if it exists)")],
+) -> None:
+    """Write a consistent copy of the SQLite database to PATH, safely while the hub serves
+    (SQLite's online backup). For PostgreSQL, use pg_dump (docs/production.md)."""
+    from pathlib import Path
+
+    from agenthub.maintenance import BackupError, backup_sqlite
+
+    settings = _settings()
+    try:
+        size = backup_sqlite(settings.database_url, Path(path))
+    except BackupError as exc:
+        typer.secho(f"Error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"Backed up {_display_url(settings.database_url)} to {path} ({size} bytes).")

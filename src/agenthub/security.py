@@ -9,7 +9,7 @@ import secrets
 from typing import Any
 
 import anyio.to_thread
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pwdlib import PasswordHash
 
 _password_hash = PasswordHash.recommended()
@@ -43,12 +43,38 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def secret_keys(value: str) -> list[str]:
+    """`AGENTHUB_SECRET_KEY` as its keys: comma-separated, newest first. An empty one (a stray
+    comma) is refused, in words that name the variable and never show a key."""
+    keys = [key.strip() for key in value.split(",")]
+    if not all(keys):
+        raise ValueError(
+            "AGENTHUB_SECRET_KEY holds an empty key: give one key, or several separated by "
+            "commas, newest first (no empty entries, no trailing comma)"
+        )
+    return keys
+
+
+def _fernet(key: str) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()))
+
+
 class SecretBox:
-    """Authenticated encryption (Fernet) of credentials and signing secrets at rest."""
+    """Authenticated encryption (Fernet) of credentials and signing secrets at rest.
+
+    With several keys (a key rotation), the first encrypts and any of them decrypts
+    (`MultiFernet`); `rotate` re-encrypts a stored value with the first one."""
 
     def __init__(self, secret_key: str) -> None:
-        digest = hashlib.sha256(secret_key.encode()).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+        self._fernet = MultiFernet([_fernet(key) for key in secret_keys(secret_key)])
+
+    def rotate(self, ciphertext: str) -> str:
+        try:
+            return self._fernet.rotate(ciphertext.encode()).decode()
+        except InvalidToken as exc:
+            raise RuntimeError(
+                "cannot decrypt a stored secret with any key of AGENTHUB_SECRET_KEY"
+            ) from exc
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

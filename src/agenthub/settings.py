@@ -7,16 +7,22 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from agenthub.logs import LogLevel
+from agenthub.security import secret_keys
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="AGENTHUB_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="AGENTHUB_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # A refused value may be a secret (a malformed AGENTHUB_SECRET_KEY): never echo it.
+        hide_input_in_errors=True,
     )
 
     database_url: str = "sqlite:///./agent_hub.db"
@@ -82,6 +88,14 @@ class Settings(BaseSettings):
         if self.allow_private_agent_urls is None:
             return self.is_sqlite
         return self.allow_private_agent_urls
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_keys_well_formed(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked at start (a malformed list must not wait for the first secret to decrypt).
+        if value is not None:
+            secret_keys(value.get_secret_value())
+        return value
 
     @property
     def effective_public_url(self) -> str:
