@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +11,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, IntegrityError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+log = logging.getLogger(__name__)
 
 Location = tuple[str | int, ...]
 
@@ -115,6 +121,37 @@ def install_error_handlers(app: FastAPI) -> None:
         }
         return JSONResponse({"detail": [error]}, 422)
 
+    # The database or Redis out of reach (a restart, a network cut): the request did not
+    # happen, and saying so with a 503 and `Retry-After` makes platforms send it again (an
+    # inbound webhook never gets a 2xx for a message that was not stored). The engines
+    # reconnect by themselves once it is back.
+    for unreachable in (
+        OperationalError,
+        InterfaceError,
+        PoolTimeout,
+        RedisConnectionError,
+        RedisTimeoutError,
+    ):
+        app.add_exception_handler(unreachable, _unavailable)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": public_errors(exc.errors())}, 422)
+
+
+SERVICE_RETRY_AFTER_SECONDS = 5
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning(
+        "%s %s: %s unreachable (%s), answered 503",
+        request.method,
+        request.url.path,
+        "Redis" if isinstance(exc, RedisConnectionError | RedisTimeoutError) else "the database",
+        type(exc).__name__,
+    )
+    return JSONResponse(
+        {"detail": "Temporarily unavailable: the hub cannot reach its database or Redis; retry later"},
+        503,
+        headers={"Retry-After": str(SERVICE_RETRY_AFTER_SECONDS)},
+    )
