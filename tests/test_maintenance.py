@@ -15,6 +15,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from agenthub.cli import app
+from agenthub.delivery.engine import run_due_work
 from agenthub.hub import Hub
 from agenthub.maintenance import purge_attempt_excerpts
 from agenthub.migrate import upgrade_database
@@ -160,3 +161,40 @@ async def test_old_attempt_excerpts_are_purged(hub: Hub) -> None:
             )
         }
     assert kept == {1: None, 2: "answer 2", 3: None}
+
+
+@pytest.mark.anyio
+@pytest.mark.database_independent
+async def test_the_job_pass_purges_at_most_once_an_hour(hub: Hub) -> None:
+    bot, _ = await make_agent(hub)
+    chat = await make_chat(hub, await make_channel(hub), agents=(bot,))
+    delivery_id = await make_delivery(hub, chat.id, bot.id, "succeeded")
+    now = utcnow()
+
+    async def old_attempt(number: int) -> None:
+        async with hub.db.transaction() as session:
+            session.add(
+                DeliveryAttempt(
+                    delivery_id=delivery_id,
+                    attempt_number=number,
+                    started_at=now - timedelta(days=hub.settings.attempt_retention_days + 1),
+                    response_excerpt="old answer",
+                )
+            )
+
+    async def excerpts() -> list[str | None]:
+        async with hub.db.session(read_only=True) as session:
+            query = select(DeliveryAttempt.response_excerpt).where(
+                DeliveryAttempt.delivery_id == delivery_id
+            )
+            return list(await session.scalars(query.order_by(DeliveryAttempt.attempt_number)))
+
+    await old_attempt(1)
+    hub.excerpts_purged_at = None
+    await run_due_work(hub, now)
+    assert await excerpts() == [None]
+    await old_attempt(2)
+    await run_due_work(hub, now + timedelta(minutes=30))
+    assert await excerpts() == [None, "old answer"]
+    await run_due_work(hub, now + timedelta(minutes=61))
+    assert await excerpts() == [None, None]

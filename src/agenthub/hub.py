@@ -62,6 +62,8 @@ class Hub:
     jobs: JobRunner = field(default_factory=_NoJobs)
     clock: Callable[[], datetime] = utcnow
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # When this process last purged old attempt excerpts (`delivery/engine.py`).
+    excerpts_purged_at: datetime | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Hub:

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     # An agent's answer is read up to this many bytes; a larger one fails the attempt
     # (`too_large`, not retried) without the rest being read.
     agent_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Attempts keep the excerpt of the agent's answer this long (then it is dropped).
+    attempt_retention_days: int = Field(default=30, ge=1)
     # An attempt's lease lasts the agent's timeout plus this margin. When a worker dies
     # mid-delivery, the delivery is retried (same webhook-id) once the lease runs out.
     delivery_lease_margin_seconds: float = Field(default=30.0, ge=1)

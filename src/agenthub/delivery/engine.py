@@ -8,7 +8,7 @@ Core statements."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +23,7 @@ from agenthub.delivery.agents import (
 )
 from agenthub.delivery.outbound import claim_due_sends, send_due, send_one
 from agenthub.hub import Hub
+from agenthub.maintenance import purge_attempt_excerpts
 from agenthub.models import AgentDelivery, OutboundSend
 
 
@@ -35,6 +36,7 @@ async def run_due_work(hub: Hub, now: datetime, *, wait: bool = False) -> dateti
     send) wakes the runner itself. In-process, the leases just taken count (should a call
     never record its outcome, its work resumes when the lease runs out); with `wait=True`
     they do not: the calls are over when this returns."""
+    await purge_now_and_then(hub, now)
     async with hub.db.transaction() as session:
         await create_due_deliveries(session, now)
         claims = await claim_due_attempts(
@@ -78,6 +80,20 @@ async def next_work_time(
         row = (await session.execute(_NEXT_WORK_EXCEPT, params)).one()
     times: list[datetime] = [t for t in row if t is not None]
     return min(times) if times else None
+
+
+PURGE_EVERY = timedelta(hours=1)
+
+
+async def purge_now_and_then(hub: Hub, now: datetime) -> None:
+    """At most once an hour per process: drop attempt excerpts past their retention
+    (`AGENTHUB_ATTEMPT_RETENTION_DAYS`). Its own short transaction, off the pass's."""
+    last = hub.excerpts_purged_at
+    if last is not None and now - last < PURGE_EVERY:
+        return
+    hub.excerpts_purged_at = now
+    async with hub.db.transaction() as session:
+        await purge_attempt_excerpts(session, now, hub.settings.attempt_retention_days)
 
 
 async def release_leases(hub: Hub) -> None:
