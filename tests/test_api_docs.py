@@ -90,7 +90,8 @@ def test_errors_are_derived_from_the_dependencies_and_declarations_win() -> None
         return None
 
     app = FastAPI()
-    # Seen through `include_router` too: admin-only, so a bearer token (401) and a role (403).
+    # Seen through `include_router` too: admin-only, so a bearer token (401), a role (403),
+    # and the database the check reads (503 while it is out of reach).
     app.include_router(router, dependencies=[Depends(get_admin_user)])
 
     @app.get("/direct/{thing_id}", status_code=204)
@@ -102,12 +103,13 @@ def test_errors_are_derived_from_the_dependencies_and_declarations_win() -> None
     document = app.openapi()
     assert app.openapi() is document  # still built once
     read = document["paths"]["/things/{thing_id}"]["get"]["responses"]
-    assert sorted(read) == ["200", "401", "403", "404", "422"]
+    assert sorted(read) == ["200", "401", "403", "404", "422", "503"]
+    assert "Retry-After" in read["503"]["headers"]
     assert _json_schema(read["404"]).endswith("/Thing") and read["404"]["description"] == "Gone"
     assert _json_schema(read["401"]) == ERROR and "WWW-Authenticate" in read["401"]["headers"]
     assert _json_schema(read["422"]) == INVALID
     write = document["paths"]["/things"]["post"]["responses"]
-    assert sorted(write) == ["204", "400", "401", "403", "413", "422"]
+    assert sorted(write) == ["204", "400", "401", "403", "413", "422", "503"]
     direct = document["paths"]["/direct/{thing_id}"]["get"]["responses"]
     assert sorted(direct) == ["204", "404", "422"] and _json_schema(direct["404"]) == ERROR
 

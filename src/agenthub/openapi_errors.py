@@ -11,7 +11,8 @@ dependency tree, so a new route cannot forget them:
 - any path, query, header, cookie or body parameter → 422;
 - a request body → 413 (`limits.BodySizeLimitMiddleware`), and 400 when FastAPI parses it (a
   body it cannot read, e.g. JSON that is not UTF-8). A body the endpoint reads itself, declared
-  in `openapi_extra`, → 413.
+  in `openapi_extra`, → 413;
+- the database (`deps.get_session`) → 503 with `Retry-After` while it cannot be reached.
 
 What a route declares itself wins over what is derived.
 """
@@ -30,7 +31,7 @@ from fastapi.utils import create_model_field
 from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
-from agenthub.deps import get_admin_user, get_current_user, get_principal
+from agenthub.deps import get_admin_user, get_current_user, get_principal, get_session
 
 
 class ErrorOut(BaseModel):
@@ -66,12 +67,14 @@ _DESCRIPTIONS = {
     422: "Invalid input",
     429: "Too many requests; retry after `Retry-After` seconds",
     502: "The platform could not be reached",
+    503: "The database or Redis cannot be reached now; retry after `Retry-After` seconds",
 }
 
 _HEADERS = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
     405: {"Allow": {"description": "The methods allowed", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
 }
 
 
@@ -123,6 +126,8 @@ def derived_statuses(route: APIRoute, included_with: Sequence[Dependant] = ()) -
         statuses |= {400, 413}
     if "requestBody" in (route.openapi_extra or {}):
         statuses.add(413)
+    if get_session in calls:
+        statuses.add(503)
     return statuses
 
 
