@@ -138,8 +138,8 @@ async def test_the_inbox_lists_chats_with_their_hooks(
     for view in ("all", "needs_human", "mine", "unassigned", "agent"):
         tab = hook(page, f"inbox-tab-{view}")
         hook(tab, f"inbox-count-{view}")
-    assert hook(page, "inbox-count-all").text().strip() == "2"
-    assert hook(page, "inbox-count-mine").text().strip() == "0"
+    # Filled in by console.js from `/inbox/counts`: a pass over the chats the page skips.
+    assert hook(page, "inbox-count-all").text().strip() == ""
     hook(page, "inbox-search")
     hook(page, "inbox-channel")
     hook(page, "nav-inbox")
@@ -170,7 +170,7 @@ async def test_the_inbox_lists_chats_with_their_hooks(
         await client.get("/console/fragments/inbox", params={"view": "mine"}, headers=cookie(admin))
     )
     assert not hooks(mine, "chat-row")
-    assert hook(mine, "inbox-count-all").attributes["hx-swap-oob"] == "true"
+    assert not hooks(mine, "inbox-count-all")  # nor does the list's refetch count
 
 
 async def test_a_member_sees_only_granted_channels(
@@ -255,6 +255,12 @@ async def test_every_console_response_has_the_security_headers(
     assert json.loads(config.attributes["content"] or "")["includeIndicatorStyles"] is False
     # The API keeps its own headers: no console CSP on it.
     assert "content-security-policy" not in (await client.get("/healthz")).headers
+    # Console pages and files are compressed for browsers that take it; the API is not.
+    for path in ("/console", "/console/static/vendor/htmx.min.js"):
+        zipped = await client.get(path, headers={**cookie(admin), "Accept-Encoding": "gzip"})
+        assert zipped.headers.get("content-encoding") == "gzip", path
+    api = await client.get("/inbox", headers={**admin.headers, "Accept-Encoding": "gzip"})
+    assert "content-encoding" not in api.headers
 
 
 async def test_the_chat_page_composer_and_takeover(

@@ -161,7 +161,7 @@ async def inbox_fragment(
     selected: str | None = SelectedParam,
     limit: int = LimitParam,
 ) -> Response:
-    """The list (and the tabs' counts, out of band); `limit` grows with "Show more chats"."""
+    """The list; `limit` grows with "Show more chats" (the tabs' counts are console.js's)."""
     principal = await signed_in(request, hub, session)
     if principal is None:
         return fragment_unauthorized()

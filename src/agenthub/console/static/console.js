@@ -35,12 +35,22 @@ function refresh(eventName) {
   coalesce(eventName, () => { if (window.htmx) window.htmx.trigger(body, eventName); });
 }
 
+// Once per burst of contact messages, however many arrive; the open row's badge goes at once
+// (its own `chat_read` event then needs no refetch of the list).
 function markRead() {
-  const chatId = openChatId();
-  if (!chatId || document.visibilityState === "hidden") return;
-  fetch(`/chats/${encodeURIComponent(chatId)}/read`, {
-    method: "POST", credentials: "same-origin",
-  }).catch(() => {});
+  coalesce("read", () => {
+    const chatId = openChatId();
+    if (!chatId || document.visibilityState === "hidden") return;
+    fetch(`/chats/${encodeURIComponent(chatId)}/read`, {
+      method: "POST", credentials: "same-origin",
+    }).then((answer) => {
+      if (!answer.ok) return;
+      const row = document.querySelector(`[data-testid="chat-row"][data-chat-id="${chatId}"]`);
+      const badge = row && row.querySelector('[data-testid="chat-unread"]');
+      if (badge) badge.remove();
+      if (row) row.classList.remove("unread");
+    }).catch(() => {});
+  });
 }
 
 async function getJSON(url) {
@@ -58,12 +68,26 @@ function applyTitle() {
   const title = unread > 0 ? `(${unread}) ${base}` : base;
   if (document.title !== title) document.title = title;
 }
+// The tabs' counts (for the list's channel filter, if any) and the title's unread count.
+function showCounts(counts) {
+  for (const [view, count] of Object.entries(counts)) {
+    const el = document.getElementById(`inbox-count-${view}`);
+    if (el && el.textContent !== String(count)) el.textContent = String(count);
+  }
+}
 function refetchCounts() {
   coalesce("counts", () => {
+    const filter = document.getElementById("inbox-channel");
+    const channel = filter && filter.value;
     getJSON("/inbox/counts").then((counts) => {
       unread = Number(counts.unread) || 0;
       applyTitle();
+      if (!channel) showCounts(counts);
     }).catch(() => {});
+    if (channel) {
+      getJSON(`/inbox/counts?channel_id=${encodeURIComponent(channel)}`)
+        .then(showCounts).catch(() => {});
+    }
   });
 }
 
@@ -192,7 +216,8 @@ function showWorking() {
 function onEvent(event) {
   if (COUNT_EVENTS.has(event.type)) refetchCounts();
   if (event.type === "chat_updated") onChatUpdated(event);
-  if (COUNT_EVENTS.has(event.type) && document.getElementById("inbox-list")) {
+  const ownRead = event.type === "chat_read" && event.chat_id === openChatId();
+  if (COUNT_EVENTS.has(event.type) && !ownRead && document.getElementById("inbox-list")) {
     refresh("inbox-refresh");
   }
   const chatId = openChatId();
@@ -365,6 +390,10 @@ function composerMode() {
 }
 body.addEventListener("htmx:afterSettle", () => {
   syncOpenChat(); applyTitle(); renderPresence(); composerMode();
+});
+// The tabs count the chats of the channel chosen in the filter.
+document.addEventListener("change", (change) => {
+  if (change.target && change.target.id === "inbox-channel") refetchCounts();
 });
 
 if (page !== "login") {  // the login page has no session to open a socket with
