@@ -70,6 +70,12 @@ templates.globals["EVENT_LABELS"] = {
     "agent_resumed": "Agent resumed",
     "agent_unlinked": "Agent unlinked",
 }
+# Attempts the hub's own schedule did not start (the delivery trace).
+templates.globals["TRIGGER_LABELS"] = {
+    "manual": "retried by hand",
+    "recover": "recovered",
+    "probe": "probe: the agent is unavailable",
+}
 # A message to the contact: pending, then sent, then delivered or read (✓ as chat apps show it).
 templates.globals["STATUS_LABELS"] = {
     "PENDING": "sending…",
