@@ -14,6 +14,12 @@
 (d) The operator inbox at scale (bench/inbox.py): 100,000 seeded chats on SQLite and on
     PostgreSQL, server time of `GET /inbox` pages and `GET /inbox/counts` in-process, and the
     plans of their SQL (`--only inbox`: this part alone, about 3.5 minutes; `--no-inbox` skips it).
+(e) The operator console (bench/console.py): with 100,000 chats seeded, the server time of the
+    inbox and chat pages, the bytes of a first load and the requests per second the page makes
+    in headless Chromium while events arrive (`--only console`; `--no-console` skips it).
+(f) The WebSocket fan-out (bench/ws_fanout.py): 500 and 1,000 sockets on one serve process
+    (and 1,000 on two, on PostgreSQL + Redis) receiving the events of 20 webhooks a second, with
+    presence and agent activity (`--only websocket`; `--no-websocket` skips it).
 """
 
 from __future__ import annotations
@@ -69,16 +75,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--contacts", type=int, default=100)
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
-        "--only", choices=["throughput", "latency", "multiprocess", "inbox"], help="run one part"
+        "--only",
+        choices=["throughput", "latency", "multiprocess", "inbox", "console", "websocket"],
+        help="run one part",
     )
     parser.add_argument(
         "--no-multiprocess", action="store_true", help="skip (c), the PostgreSQL + Redis setup"
     )
     parser.add_argument("--no-inbox", action="store_true", help="skip (d), the inbox at scale")
-    from bench import inbox, multiprocess
+    parser.add_argument("--no-console", action="store_true", help="skip (e), the console")
+    parser.add_argument("--no-websocket", action="store_true", help="skip (f), the fan-out")
+    from bench import console, inbox, multiprocess, ws_fanout
 
     multiprocess.add_arguments(parser)
     inbox.add_arguments(parser)
+    console.add_arguments(parser)
+    ws_fanout.add_arguments(parser)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args()
 
@@ -539,7 +551,10 @@ def report(
 
 
 async def run(args: argparse.Namespace) -> None:
-    prefix, load_cpus = ([], None) if args.no_pin or args.only == "inbox" else pinning()
+    # The parts after (c) place their own processes: only (a) to (c) pin this one.
+    unpinned = args.no_pin or args.only in ("inbox", "console", "websocket")
+    prefix, load_cpus = ([], None) if unpinned else pinning()
+    every_cpu = os.sched_getaffinity(0)
     if load_cpus:
         os.sched_setaffinity(0, load_cpus)
     info = machine()
@@ -568,6 +583,16 @@ async def run(args: argparse.Namespace) -> None:
             from bench import inbox
 
             d = await inbox.run(args)
+        os.sched_setaffinity(0, every_cpu)
+        e = f = None
+        if args.only == "console" or (args.only is None and not args.no_console):
+            from bench import console
+
+            e = await console.run(args)
+        if args.only == "websocket" or (args.only is None and not args.no_websocket):
+            from bench import ws_fanout
+
+            f = await ws_fanout.run(args)
     except BaseException:
         print(f"failed; the servers' logs are in {workdir}", file=sys.stderr)
         raise
@@ -585,10 +610,28 @@ async def run(args: argparse.Namespace) -> None:
 
         print()
         print(inbox.report(d, plans=args.inbox_plans))
+    if e is not None:
+        from bench import console
+
+        print()
+        print(console.report(e))
+    if f is not None:
+        from bench import ws_fanout
+
+        print()
+        print(ws_fanout.report(f))
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"machine": info, "throughput": a, "latency": bs, "multiprocess": c, "inbox": d},
+                {
+                    "machine": info,
+                    "throughput": a,
+                    "latency": bs,
+                    "multiprocess": c,
+                    "inbox": d,
+                    "console": e,
+                    "websocket": f,
+                },
                 indent=2,
                 default=str,
             )

@@ -260,6 +260,13 @@ def build_world(chats: int, seed: int, now: datetime) -> World:
                 "name": f"agent-{name}",
                 "webhook_url": "http://127.0.0.1:9/",
                 "webhook_secret_encrypted": box.encrypt("whsec_" + secrets.token_hex(16)),
+                "previous_webhook_secret_encrypted": None,  # no rotation under way
+                "previous_webhook_secret_until": None,
+                "health_state": "healthy",  # the delivery breaker closed
+                "health_since": None,
+                "health_last_error": None,
+                "consecutive_failures": 0,
+                "next_probe_at": None,
                 "is_active": i < 3,
                 "buffer_time_seconds": 3.0,
                 "max_buffer_seconds": 30.0,

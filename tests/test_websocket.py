@@ -7,19 +7,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+import uvicorn
+from typer.testing import CliRunner
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from agenthub import cli
 from agenthub.hub import Hub
 from agenthub.models import Role
-from tests.conftest import Caller
+from agenthub.realtime import router as realtime_router
+from tests.conftest import Caller, _Server
 from tests.factories import make_agent
-from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers
+from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers, wait_until
 
 # The event bus and sockets: no SQL of their own beyond what the API tests cover on both
 # databases.
@@ -443,3 +449,115 @@ async def test_revoked_token_stops_the_stream(
         except ConnectionClosed:
             return  # cut off: fine
         assert [f for f in got if f.get("type") == "new_message"] == []
+
+
+# --- fan-out to many sockets ------------------------------------------------------------------
+
+
+async def test_sockets_share_each_events_text_and_keep_their_users_unread_counts(
+    live: str, http: httpx2.AsyncClient, make_user: Any, admin: Caller, monkeypatch: Any
+) -> None:
+    channel = await create_api_channel(http, admin)
+    await contact_says(http, channel, "one")
+    await contact_says(http, channel, "two")
+    chat = await only_chat(http, admin, channel)
+    reader: Caller = await make_user(Role.MEMBER, channels=(channel["id"],))
+    colleague: Caller = await make_user(Role.MEMBER, channels=(channel["id"],))
+    serialised: list[Event] = []
+    dumps = realtime_router.json.dumps
+
+    def counting_dumps(payload: Any, **options: Any) -> str:
+        if isinstance(payload, dict) and payload.get("type") == "chat_updated":
+            serialised.append(payload)
+        return dumps(payload, **options)
+
+    monkeypatch.setattr(realtime_router.json, "dumps", counting_dumps)
+    async with (
+        dashboard(live, reader.token) as mine,
+        dashboard(live, reader.token) as my_other_tab,
+        dashboard(live, colleague.token) as theirs,
+        dashboard(live, colleague.token) as their_other_tab,
+    ):
+        read = await http.post(f"/chats/{chat['id']}/read", headers=reader.headers)
+        assert read.json()["unread_count"] == 0
+        for board in (mine, my_other_tab):
+            await board.of_type("chat_read", chat_id=chat["id"])
+        renamed = await http.patch(
+            f"/chats/{chat['id']}", json={"name": "Ana"}, headers=admin.headers
+        )
+        assert renamed.status_code == 200
+        got = {}
+        for name, board in (
+            ("mine", mine),
+            ("my_other_tab", my_other_tab),
+            ("theirs", theirs),
+            ("their_other_tab", their_other_tab),
+        ):
+            got[name] = await board.of_type("chat_updated", chat_id=chat["id"])
+    assert got["mine"] == got["my_other_tab"]
+    assert got["mine"]["chat"]["unread_count"] == 0
+    assert got["theirs"] == got["their_other_tab"]
+    assert got["theirs"]["chat"]["unread_count"] == 2
+    assert {**got["mine"], "chat": None} == {**got["theirs"], "chat": None}
+    # Four sockets, two distinct texts: each serialised once.
+    assert sorted(e["chat"]["unread_count"] for e in serialised) == [0, 2]
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_server(app: object, **options: Any) -> AsyncIterator[str]:
+    """host:port of another uvicorn server for the app, with these config options."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = _Server(
+        uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, **options)  # type: ignore[arg-type]
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    def started() -> None:
+        assert not task.done(), "uvicorn stopped"
+        assert server.started
+
+    await wait_until(started)
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+def serve_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The keyword arguments `agenthub serve` gives uvicorn.run (which is not called)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTHUB_DATABASE_URL", f"sqlite:///{tmp_path / 'hub.db'}")
+    # `serve` exports the metrics directory to its children: undone after the test.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: captured.update(kwargs))
+    result = CliRunner().invoke(cli.app, ["serve", "--port", "0"])
+    assert result.exit_code == 0, result.output
+    return {k: v for k, v in captured.items() if k.startswith("ws")}
+
+
+async def test_serve_declines_permessage_deflate(
+    app_and_hub: tuple[object, Hub],
+    admin: Caller,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, _ = app_and_hub
+    options = serve_options(tmp_path, monkeypatch)
+    assert options == {"ws_per_message_deflate": False}
+    # The client offers permessage-deflate, as browsers do: uvicorn's default takes it...
+    async with (
+        uvicorn_server(app) as default,
+        connect(f"ws://{default}/ws?token={admin.token}") as ws,
+    ):
+        assert [e.name for e in ws.protocol.extensions] == ["permessage-deflate"]
+    # ...and `serve`'s options decline it; the events still flow.
+    async with (
+        uvicorn_server(app, **options) as served,
+        connect(f"ws://{served}/ws?token={admin.token}") as ws,
+    ):
+        assert ws.protocol.extensions == []
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT)) == {"type": "pong"}

@@ -72,6 +72,13 @@ def _has_users(database_url: str) -> bool:
         engine.dispose()
 
 
+# `GET /ws` declines permessage-deflate, which browsers always offer: its frames are small JSON
+# objects that compress little, and compressing each frame once per socket (every socket has
+# its own compression context) was the largest cost of sending an event to many dashboards
+# (docs/benchmarks.md, "The WebSocket fan-out").
+UVICORN_WEBSOCKET_OPTIONS: dict[str, Any] = {"ws_per_message_deflate": False}
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -138,6 +145,7 @@ def serve(
         workers=workers,
         log_level=settings.log_level.lower(),
         log_config=uvicorn_log_config(settings.log_level),
+        **UVICORN_WEBSOCKET_OPTIONS,
     )
 
 

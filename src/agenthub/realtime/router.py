@@ -25,7 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
+import time
+from collections import OrderedDict
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
@@ -53,8 +56,46 @@ class _Socket:
         self._lock = asyncio.Lock()
 
     async def send(self, payload: dict[str, Any]) -> None:
+        await self.send_text(json.dumps(payload, default=str))
+
+    async def send_text(self, text: str) -> None:
         async with self._lock:
-            await self.websocket.send_text(json.dumps(payload, default=str))
+            await self.websocket.send_text(text)
+
+
+class _Shared:
+    """What the sockets of this process can share about one event: its text for each distinct
+    output (only `chat_updated` varies, by the unread count), and each user's unread count.
+
+    Every subscriber of a bus in this process gets the same event object, so the first socket
+    to send an event serialises it and the others reuse the text: at a thousand sockets,
+    serialising per socket was a large part of the fan-out's cost. Likewise the unread count of
+    a new chat is looked up once per user rather than once per socket.
+    """
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.event = event  # kept: while it lives, no other event can have its id()
+        self.texts: dict[int | None, str] = {}
+        self.unread: dict[str, asyncio.Future[int]] = {}
+
+
+class _SharedEvents:
+    """The `_Shared` of the last `size` events (a socket further behind serialises again)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._entries: OrderedDict[int, _Shared] = OrderedDict()
+
+    def of(self, event: dict[str, Any]) -> _Shared:
+        shared = self._entries.get(id(event))
+        if shared is None or shared.event is not event:
+            shared = self._entries[id(event)] = _Shared(event)
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return shared
+
+
+_shared_events = _SharedEvents()
 
 
 class _Visibility:
@@ -140,41 +181,76 @@ class _Access:
         self.principal = principal
         self.visibility = visibility
         self.reads = _ReadCounts(hub, principal.id)
+        self._note_expiry()
 
     def concerns_me(self, event: dict[str, Any]) -> bool:
         user_id = event.get("user_id")
         return user_id is None or user_id == self.principal.id
 
-    async def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """What this socket sends of `event`, if anything."""
+    async def outgoing(self, event: dict[str, Any]) -> str | None:
+        """The text this socket sends of `event`, if anything."""
         if "user_id" in event and event["user_id"] != self.principal.id:
             return None  # another user's own event (say, its read marker moved)
         if event.get("type") == CHAT_READ:
             self.reads.note(event)  # whatever `subscribe` says: later unread counts need it
         if not self.visibility.allows(event.get("channel_id")):
             return None
-        # Keys starting with "_" are for the hub's sockets, not for clients.
-        public = {key: value for key, value in event.items() if not key.startswith("_")}
-        if public.get("type") == CHAT_READ:
-            public.pop("user_id", None)  # the client's own id: it says nothing
+        shared = _shared_events.of(event)
+        unread = await self._unread(event, shared)
+        text = shared.texts.get(unread)
+        if text is None:
+            text = shared.texts[unread] = json.dumps(_public(event, unread), default=str)
+        return text
+
+    async def _unread(self, event: dict[str, Any], shared: _Shared) -> int | None:
+        """The user's unread count for a `chat_updated` chat (None for other events): this
+        socket's own when it knows the chat's read marker, else one lookup per user."""
         contact_count = event.get("_contact_message_count")
-        chat = public.get("chat")
-        if isinstance(contact_count, int) and isinstance(chat, dict):
-            unread = await self.reads.unread(str(event.get("chat_id")), contact_count)
-            public["chat"] = {**chat, "unread_count": unread}
-        return public
+        if not isinstance(contact_count, int) or not isinstance(event.get("chat"), dict):
+            return None
+        chat_id = str(event.get("chat_id"))
+        if self.reads.knows(chat_id):
+            return await self.reads.unread(chat_id, contact_count)
+        pending = shared.unread.get(self.principal.id)
+        if pending is None:
+            pending = asyncio.ensure_future(self.reads.unread(chat_id, contact_count))
+            shared.unread[self.principal.id] = pending
+        if pending.done():
+            return pending.result()
+        # Shielded: this socket closing must not cancel the lookup its user's others await.
+        return await asyncio.shield(pending)
 
     def expired(self) -> bool:
+        # Asked before every event: one clock read, not a datetime built per event and socket.
+        return time.monotonic() >= self._expiry
+
+    def _note_expiry(self) -> None:
         expires_at = self.principal.token.expires_at
-        return expires_at is not None and expires_at <= utcnow()
+        self._expiry = (
+            math.inf
+            if expires_at is None
+            else time.monotonic() + (expires_at - utcnow()).total_seconds()
+        )
 
     async def still_valid(self) -> bool:
         principal = await _principal(self.hub, self.token)
         if principal is None:
             return False
         self.principal = principal
+        self._note_expiry()
         self.visibility.readable = await _readable_channels(self.hub, principal)
         return True
+
+
+def _public(event: dict[str, Any], unread: int | None) -> dict[str, Any]:
+    """What clients see of `event`; `unread`: the `unread_count` of its chat, if it has one."""
+    # Keys starting with "_" are for the hub's sockets, not for clients.
+    public = {key: value for key, value in event.items() if not key.startswith("_")}
+    if public.get("type") == CHAT_READ:
+        public.pop("user_id", None)  # the client's own id: it says nothing
+    if unread is not None:
+        public["chat"] = {**public["chat"], "unread_count": unread}
+    return public
 
 
 async def _forward(socket: _Socket, stream: Any, access: _Access) -> None:
@@ -185,9 +261,9 @@ async def _forward(socket: _Socket, stream: Any, access: _Access) -> None:
             continue
         if access.expired():
             break
-        outgoing = await access.outgoing(event)
-        if outgoing is not None:
-            await socket.send(outgoing)
+        text = await access.outgoing(event)
+        if text is not None:
+            await socket.send_text(text)
     else:
         # The bus cut this subscriber off (it fell too far behind): the client reconnects.
         await socket.websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
@@ -213,6 +289,9 @@ class _ReadCounts:
         chat_id = str(event.get("chat_id"))
         # Markers only move forward: an event older than a lookup must not move one back.
         self.counts[chat_id] = max(self.counts.get(chat_id, 0), count)
+
+    def knows(self, chat_id: str) -> bool:
+        return chat_id in self.counts
 
     async def unread(self, chat_id: str, contact_count: int) -> int:
         if chat_id not in self.counts:
