@@ -150,8 +150,9 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         "Redis" if isinstance(exc, RedisConnectionError | RedisTimeoutError) else "the database",
         type(exc).__name__,
     )
+    detail = "Temporarily unavailable: the hub cannot reach its database or Redis; retry later"
     return JSONResponse(
-        {"detail": "Temporarily unavailable: the hub cannot reach its database or Redis; retry later"},
+        {"detail": detail},
         503,
         headers={"Retry-After": str(SERVICE_RETRY_AFTER_SECONDS)},
     )
