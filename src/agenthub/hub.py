@@ -89,12 +89,19 @@ class Hub:
         """Call once startup is done (app, engines, caches built): move every object that
         exists now out of reach of the cyclic garbage collector. They live as long as the
         process, yet each full collection walked them all; under load that was about a sixth
-        of the CPU a webhook cost (`gc.freeze`, as the Python docs suggest for servers).
+        of the CPU a webhook cost (`gc.freeze`, as the Python docs suggest for servers); and
+        space out the collections that come after.
         Skipped without `freeze_memory_after_startup` (the test suite)."""
         if not self.settings.freeze_memory_after_startup:
             return
         gc.collect()
         gc.freeze()
+        # Rarer collections (the defaults are 700, 10, 10): a full one walks every object made
+        # since, and with a thousand dashboards' sockets that stalled every socket's events
+        # (p99 at 1,000 sockets: 137 ms with the defaults, 64-71 ms with these;
+        # docs/benchmarks.md, "The WebSocket fan-out"). Garbage is mostly freed by reference
+        # counting anyway; these only space out the search for cycles.
+        gc.set_threshold(50_000, 20, 100)
 
     def spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run `work` in the background, tracked so shutdown can wait for it."""
