@@ -56,9 +56,12 @@ class Settings(BaseSettings):
     agent_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Attempts keep the excerpt of the agent's answer this long (then it is dropped).
     attempt_retention_days: int = Field(default=30, ge=1)
-    # An attempt's lease lasts the agent's timeout plus this margin. When a worker dies
-    # mid-delivery, the delivery is retried (same webhook-id) once the lease runs out.
-    delivery_lease_margin_seconds: float = Field(default=30.0, ge=1)
+    # An attempt's lease lasts the agent's timeout plus this margin (the attempt itself never
+    # outlasts the timeout; the margin is for recording its outcome). When a process dies
+    # mid-delivery, the delivery is retried (same webhook-id) once the lease runs out: within
+    # the timeout + 5 s. A lease that runs out while the outcome is still being recorded costs
+    # a second POST of the same delivery, never a second recorded reply.
+    delivery_lease_margin_seconds: float = Field(default=5.0, ge=1)
     outbound_max_attempts: int = Field(default=5, ge=1, le=50)
     # The job runner looks for due work at least this often, whatever it was told.
     job_sweep_seconds: float = Field(default=1.0, gt=0)
