@@ -30,9 +30,9 @@ from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.postgres]
 
-MESSAGES = 30
-CUT_AT = 8
-CUT_SECONDS = 1.5
+MESSAGES = 20
+CUT_AT = 6
+CUT_SECONDS = 1.0
 
 
 def send_until_stored(
