@@ -63,6 +63,7 @@ async def test_each_attempt_records_its_answer_kind_excerpt_and_address(
     ).status_code == 404
 
 
+@pytest.mark.database_independent
 async def test_an_answer_over_the_limit_fails_at_once_as_too_large(
     client: httpx2.AsyncClient, hub: Hub, admin: Caller, agent_server: FakePlatform
 ) -> None:
@@ -82,6 +83,7 @@ async def test_an_answer_over_the_limit_fails_at_once_as_too_large(
     assert len(agent_server.requests()) == 1
 
 
+@pytest.mark.database_independent
 async def test_an_unreachable_agent_is_a_connect_error(
     client: httpx2.AsyncClient, hub: Hub, admin: Caller
 ) -> None:

@@ -28,6 +28,7 @@ async def events(client: httpx2.AsyncClient, admin: Caller, **query: Any) -> lis
     return found
 
 
+@pytest.mark.database_independent
 async def test_logins_are_recorded_with_the_address_and_request_id(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -144,6 +145,7 @@ async def test_changes_are_recorded_and_no_secret_ever_is(
         assert secret.removeprefix("whsec_") not in dumped
 
 
+@pytest.mark.database_independent
 async def test_a_refused_change_leaves_no_event_and_a_denied_one_is_recorded(
     client: httpx2.AsyncClient, hub: Hub, admin: Caller, make_user: Any
 ) -> None:

@@ -132,6 +132,7 @@ async def test_rotation_refusals(
     assert not_ours.status_code == 400, not_ours.text
 
 
+@pytest.mark.database_independent
 async def test_an_api_channel_accepts_either_secret_during_the_grace_and_signs_with_both(
     client: httpx2.AsyncClient, admin: Caller, receiver: FakePlatform
 ) -> None:
