@@ -164,6 +164,9 @@ async def test_a_real_delivery_matches_the_documented_body(
         world = await make_world(client, admin, agent)
         await world.send("hi", meta_data={"media": [{"url": "https://x.test/a.png"}]})
         (request,) = await eventually(lambda: agent.requests or None, timeout=10)
+        # Its outcome recorded before the test ends (and its tables are emptied).
+        chat_id = await world.chat_id()
+        await eventually(lambda: world.settled(chat_id), timeout=10)
     delivery = AgentDelivery.model_validate(request.json, strict=False)
     assert delivery.delivery_id == request.delivery_id
     assert set(AgentDelivery.model_fields) == set(request.json), "undocumented fields"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,3 +175,56 @@ async def test_no_secret_reaches_the_output_of_serve_or_worker(tmp_path: Path) -
 def _sent_line_logged(worker: WorkerProcess) -> None:
     """At DEBUG the worker logs its Bot API request: the line the redaction must rewrite."""
     assert "sendMessage" in worker.log_text()
+
+
+async def test_json_logs_are_one_object_per_line_with_request_ids_and_no_secret(
+    tmp_path: Path,
+) -> None:
+    """`AGENTHUB_LOG_FORMAT=json`, one serve process on SQLite that also runs the jobs (so
+    the Bot API call is logged by it), at DEBUG: the same exercise, plus requests that carry
+    a secret in an `Authorization` header and a bot token in the path."""
+    with fake_bot_api() as bot_api:
+        async with FakeAgent() as agent:
+            agent.default = reply("pong")
+            env = hub_env(
+                f"sqlite:///{tmp_path / 'hub.db'}",
+                log_level="DEBUG",
+                log_format="json",
+                setup_token=SETUP_TOKEN,
+                job_sweep_seconds=0.2,
+            )
+            serve = ServeProcess("serve", env, tmp_path)
+            try:
+                await serve.astart()
+                handled = await exercise(serve.url, agent, bot_api)
+                async with httpx2.AsyncClient(base_url=serve.url, timeout=10) as http:
+                    given = await http.get(
+                        "/auth/me",
+                        headers={
+                            "Authorization": f"Bearer {handled['user token']}",
+                            "X-Request-ID": "req-from-the-proxy",
+                        },
+                    )
+                    assert given.headers["x-request-id"] == "req-from-the-proxy"
+                    made = await http.get(f"/bot{BOT_TOKEN}/getMe")
+                    assert len(made.headers["x-request-id"]) == 32  # generated
+                await wait_until(lambda: _logged(serve, "/getMe"))
+            finally:
+                serve.kill()
+    output = serve.log_text()
+    leaks = [name for name, value in handled.items() if value in output]
+    assert not leaks, f"{leaks} in the output:\n{output[-8000:]}"
+    lines = [line for line in output.splitlines() if line and not line.startswith("--- serve")]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    access = [r for r in records if r["logger"] == "uvicorn.access"]
+    assert access and all(r["request_id"] for r in access)
+    (proxied,) = [r for r in access if r["request_id"] == "req-from-the-proxy"]
+    assert proxied["path"] == "/auth/me"
+    sockets = [r for r in records if "WebSocket /ws?token=[redacted]" in r["message"]]
+    assert sockets and all(r["request_id"] for r in sockets)
+    assert any("/bot[redacted]/sendMessage" in r["message"] for r in records)
+    assert any("/bot[redacted]/getMe" in r["message"] for r in access)
+
+
+def _logged(serve: ServeProcess, text: str) -> None:
+    assert text in serve.log_text()

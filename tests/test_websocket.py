@@ -20,8 +20,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from agenthub import cli
+from agenthub.delivery.events import agent_health
 from agenthub.hub import Hub
-from agenthub.models import Role
+from agenthub.models import Role, utcnow
 from agenthub.realtime import router as realtime_router
 from tests.conftest import Caller, _Server
 from tests.factories import make_agent
@@ -561,3 +562,25 @@ async def test_serve_declines_permessage_deflate(
         assert ws.protocol.extensions == []
         await ws.send(json.dumps({"type": "ping"}))
         assert json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT)) == {"type": "pong"}
+
+
+async def test_an_agents_health_goes_to_admins_sockets_alone(
+    live: str, hub: Hub, admin: Caller, make_user: Any
+) -> None:
+    member: Caller = await make_user(Role.MEMBER)
+    async with (
+        dashboard(live, admin.token) as admin_board,
+        dashboard(live, member.token) as member_board,
+    ):
+        # An admin's `subscribe` to some channels does not hide it: it belongs to none.
+        await admin_board.send({"type": "subscribe", "channel_ids": ["chn_elsewhere0"]})
+        await admin_board.of_type("subscribed")
+        await hub.events.publish(
+            agent_health("agt_down000000", "unavailable", utcnow(), "HTTP 503")
+        )
+        seen = await admin_board.of_type("agent_health")
+        assert seen["agent_id"] == "agt_down000000" and seen["state"] == "unavailable"
+        assert "_admins_only" not in seen
+        assert [
+            f for f in await member_board.quiet_for(0.3) if f.get("type") == "agent_health"
+        ] == []

@@ -16,12 +16,14 @@ from agenthub.errors import install_error_handlers
 from agenthub.health import router as health_router
 from agenthub.hub import Hub
 from agenthub.limits import BodySizeLimitMiddleware
-from agenthub.logs import install_redaction
+from agenthub.logs import RequestIdMiddleware, install_redaction
 from agenthub.openapi_errors import declare_error_responses
 from agenthub.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    from agenthub import metrics, tracing
+
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -30,12 +32,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         install_redaction()
         hub = Hub.from_settings(settings)
         app.state.hub = hub
+        tracing.instrument_hub(hub)
         await start_runtime(hub)
         hub.settle_memory()
         try:
             yield
         finally:
             await hub.close()
+            metrics.process_exit()
 
     # The API docs (/docs, /redoc) load Swagger UI and ReDoc from files in the installed
     # package, not from a CDN, so they work offline and under a strict CSP.
@@ -47,6 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ConsoleHeadersMiddleware)
+    # Outermost: the request id covers every log line of the request, uvicorn's access line too.
+    app.add_middleware(RequestIdMiddleware)
+    # OTEL_EXPORTER_OTLP_ENDPOINT set: the SDK, once per process (uvicorn's workers build
+    # their own app); else nothing is imported.
+    if tracing.setup():
+        tracing.instrument_app(app)
     install_error_handlers(app)
     _include_routers(app)
     declare_error_responses(app)
@@ -111,6 +121,7 @@ def _include_routers(app: FastAPI) -> None:
     from agenthub.console.pages import router as console_pages_router
     from agenthub.console.web import STATIC_DIR as CONSOLE_STATIC
     from agenthub.delivery.router import router as deliveries_router
+    from agenthub.metrics import router as metrics_router
     from agenthub.operators.canned.router import router as canned_router
     from agenthub.operators.router import router as operators_router
     from agenthub.realtime.router import router as realtime_router
@@ -128,6 +139,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(audit_router)
     app.include_router(operators_router)
     app.include_router(realtime_router)
+    app.include_router(metrics_router)  # `GET /metrics`, outside the OpenAPI schema
     # The operator console: HTML pages and their static files, left out of the OpenAPI schema.
     app.include_router(console_pages_router, include_in_schema=False)
     app.include_router(console_actions_router, include_in_schema=False)

@@ -126,27 +126,89 @@ def serve(
     revision = _migrate(settings.database_url)
 
     listen_url = f"http://{settings.host}:{settings.port}"
-    typer.echo(f"Database   {_display_url(settings.database_url)} (schema {revision})")
-    typer.echo(f"Listening  {listen_url}  (API docs: {listen_url}/docs)")
-    typer.echo(f"Console    {listen_url}/console  (sign in as a user)")
-    typer.echo(f"Public URL {settings.effective_public_url}")
+    say = _say_json if settings.log_format == "json" else typer.echo
+    say(f"Database   {_display_url(settings.database_url)} (schema {revision})")
+    say(f"Listening  {listen_url}  (API docs: {listen_url}/docs)")
+    say(f"Console    {listen_url}/console  (sign in as a user)")
+    say(f"Public URL {settings.effective_public_url}")
     if not _has_users(settings.database_url):
-        _print_first_admin_hint(settings, listen_url)
+        if settings.log_format == "json":
+            say("No user exists yet: create the admin with `agenthub create-admin`")
+        else:
+            _print_first_admin_hint(settings, listen_url)
 
     import uvicorn
 
     from agenthub.logs import uvicorn_log_config
 
-    uvicorn.run(
-        "agenthub.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        log_config=uvicorn_log_config(settings.log_level),
-        **UVICORN_WEBSOCKET_OPTIONS,
-    )
+    metrics_dir = _metrics_dir(settings, wipe=True)
+    try:
+        uvicorn.run(
+            "agenthub.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            log_config=uvicorn_log_config(settings.log_level, settings.log_format),
+            **UVICORN_WEBSOCKET_OPTIONS,
+        )
+    finally:
+        if settings.metrics_dir is None:  # our own temporary directory
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir(settings: Settings, *, wipe: bool) -> str:
+    """The directory of prometheus-client's multiprocess mode, exported to every process this
+    one starts (it must be set before they import the client). `serve` empties it: files left
+    by a previous run would add old processes' counters to the new ones."""
+    import tempfile
+    from pathlib import Path
+
+    if settings.metrics_dir is None:
+        _remove_orphan_metrics_dirs()
+        directory = Path(tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-"))
+    else:
+        directory = Path(settings.metrics_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob("*.db") if wipe else ():
+            leftover.unlink(missing_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return str(directory)
+
+
+METRICS_DIR_PREFIX = "agenthub-metrics-"
+
+
+def _remove_orphan_metrics_dirs() -> None:
+    """The temporary directories of serve processes that were killed (and so could not
+    remove theirs): their names carry the pid."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid = path.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
+def _say_json(message: str) -> None:
+    from agenthub.logs import json_line
+
+    typer.echo(json_line("agenthub.serve", message))
 
 
 def _print_first_admin_hint(settings: Settings, listen_url: str) -> None:
@@ -191,12 +253,14 @@ def worker(
     beat: Annotated[bool, typer.Option(help="Run the periodic sweep in this worker")] = True,
 ) -> None:
     """Run background jobs on Celery (production mode; needs AGENTHUB_REDIS_URL)."""
-    from agenthub.runtime.celery_jobs import run_worker
-
     settings = _settings()
     if not settings.redis_url:
         typer.echo("agenthub worker needs AGENTHUB_REDIS_URL (the Celery broker).", err=True)
         raise typer.Exit(1)
+    if settings.metrics_dir is not None:  # shared with serve: its scrapes include the workers
+        _metrics_dir(settings, wipe=False)
+    from agenthub.runtime.celery_jobs import run_worker
+
     _migrate(settings.database_url)
     run_worker(
         settings,

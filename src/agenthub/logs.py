@@ -13,8 +13,13 @@ every worker process it spawns too), the Celery worker through its logging signa
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 import re
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator
@@ -24,6 +29,10 @@ REDACTED = "[redacted]"
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     BeforeValidator(lambda value: value.strip().upper() if isinstance(value, str) else value),
+]
+LogFormat = Annotated[
+    Literal["text", "json"],
+    BeforeValidator(lambda value: value.strip().lower() if isinstance(value, str) else value),
 ]
 
 # (pattern, replacement), applied in order. Each keeps what names the secret and drops its value.
@@ -38,7 +47,8 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"\b(bearer\s+)[^\s'\",;}]+", re.IGNORECASE), rf"\1{REDACTED}"),
     # Telegram Bot API URLs: `/bot<id>:<token>/method` and `/file/bot<id>:<token>/path`.
-    (re.compile(r"(/bot)\d+:[\w-]+"), rf"\1{REDACTED}"),
+    # (Also percent-encoded, as uvicorn logs a request path: `/bot<id>%3A<token>`.)
+    (re.compile(r"(/bot)\d+(?::|%3[aA])[\w-]+"), rf"\1{REDACTED}"),
     # `scheme://user:password@host` (database, Redis, an agent's or callback URL).
     # (Not when the password is already masked, as kombu prints it: `redis://:**@host`.)
     (re.compile(r"(://[^\s/:@]*:)(?!\*+@)[^\s/@]+@"), rf"\1{REDACTED}@"),
@@ -164,16 +174,125 @@ def apply_quiet_loggers(level: str) -> None:
         logging.getLogger(name).setLevel(quiet)
 
 
-def uvicorn_log_config(level: str) -> dict[str, Any]:
+def uvicorn_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging config with the filter on every handler (uvicorn applies it again in
     each process of `--workers N`), and a root handler at `level` for the hub's own loggers
-    and the libraries', so that they go through the filter too."""
+    and the libraries', so that they go through the filter too. With `json`, every handler
+    writes `JsonFormatter` lines."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"redact": {"()": RedactSecrets}}
     for handler in config["handlers"].values():
         handler["filters"] = ["redact"]
+    if log_format == "json":
+        config["formatters"] = {name: {"()": JsonFormatter} for name in config["formatters"]}
     config["root"] = {"handlers": ["default"], "level": level}
     config["loggers"].update({name: {"level": q} for name, q in quiet_loggers(level).items()})
     return config
+
+
+# --- JSON lines and request ids ------------------------------------------------------------
+
+# The request being served, for every line logged while it is (uvicorn's access line too: it
+# is written from inside the app's `send`).
+REQUEST_ID: ContextVar[str | None] = ContextVar("agenthub_request_id", default=None)
+# Set by `tracing.setup` when tracing is on: the current trace id, or None.
+_trace_id_source: Callable[[], str | None] | None = None
+# uvicorn's access line: `%s - "%s %s HTTP/%s" %d` with these arguments.
+_ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
+
+
+def set_trace_id_source(source: Callable[[], str | None] | None) -> None:
+    global _trace_id_source
+    _trace_id_source = source
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and `request_id` / `trace_id`
+    when there is one. Records reach it already redacted (`RedactSecrets` is a handler filter,
+    which runs before the formatter)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: str = json.dumps(_json_fields(record, self), ensure_ascii=False, default=str)
+        return line
+
+
+def _json_fields(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        "level": record.levelname,
+        "logger": record.name,
+        "message": record.getMessage(),
+    }
+    args = record.args
+    if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+        fields.update(zip(_ACCESS_FIELDS, args, strict=True))
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        fields["request_id"] = request_id
+    if _trace_id_source is not None and (trace_id := _trace_id_source()):
+        fields["trace_id"] = trace_id
+    if record.exc_info and not record.exc_text:
+        record.exc_text = formatter.formatException(record.exc_info)
+    if record.exc_text:
+        fields["exception"] = record.exc_text
+    if record.stack_info:
+        fields["stack"] = record.stack_info
+    return fields
+
+
+def json_line(logger: str, message: str, level: int = logging.INFO) -> str:
+    """`message` as a JSON log line, for output written before logging is configured."""
+    record = logging.LogRecord(logger, level, __file__, 0, message, (), None)
+    RedactSecrets().filter(record)
+    return JsonFormatter().format(record)
+
+
+def install_json_format() -> None:
+    """Every existing handler writes JSON lines (the Celery worker's, after it set them up)."""
+    for handler in _all_handlers():
+        if not isinstance(handler.formatter, JsonFormatter):
+            handler.setFormatter(JsonFormatter())
+
+
+_REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestIdMiddleware:
+    """`X-Request-ID`: taken from the request when it is a plausible id (letters, digits and
+    `._:-`, at most 128: it goes into every log line of the request), else generated; set for
+    the request's log lines and echoed in the response. Pure ASGI, one header scan: it wraps
+    every webhook."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope["headers"])
+        encoded = request_id.encode()
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                message["headers"] = [*message.get("headers", ()), (_REQUEST_ID_HEADER, encoded)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+        # Not in a `finally`: when the app raises, uvicorn logs the traceback (and the 500's
+        # access line) after this returns, in the request's own task, whose context ends with it.
+        REQUEST_ID.reset(token)
+
+
+def _request_id(headers: Any) -> str:
+    for name, value in headers:
+        if name == _REQUEST_ID_HEADER:
+            given: str = value.decode("latin-1")
+            if _REQUEST_ID_OK.fullmatch(given):
+                return given
+            break
+    return os.urandom(16).hex()  # as random as uuid4, a quarter of its cost

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from agenthub.logs import LogLevel
+from agenthub.logs import LogFormat, LogLevel
 from agenthub.security import secret_keys
 
 
@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # Agent deliveries: attempts in all, and the first retry delay (then x3 per attempt).
     delivery_max_attempts: int = Field(default=6, ge=1, le=50)
     delivery_backoff_base_seconds: float = Field(default=2.0, ge=0)
+    # The agent health breaker (delivery/health.py): this many failed attempts in a row, across
+    # the agent's chats, make it unavailable; it then gets one probe per `agent_probe_seconds`,
+    # and a chat whose delivery has waited longer than the handoff time is flagged for a human.
+    agent_failure_threshold: int = Field(default=5, ge=1)
+    agent_probe_seconds: float = Field(default=30.0, gt=0)
+    agent_unavailable_handoff_seconds: float = Field(default=60.0, ge=0)
     # An agent's answer is read up to this many bytes; a larger one fails the attempt
     # (`too_large`, not retried) without the rest being read.
     agent_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -79,6 +85,15 @@ class Settings(BaseSettings):
     # (`Hub.settle_memory`). Off in the test suite, which starts hundreds of hubs in one process
     # and would pay a full collection for each.
     freeze_memory_after_startup: bool = True
+    # Observability (docs/production.md, "Metrics, traces and logs").
+    # `text` (uvicorn's usual lines) or `json`: one JSON object per line, with `request_id`.
+    log_format: LogFormat = "text"
+    # Where serve and worker processes keep their metric files (prometheus-client's
+    # multiprocess mode). Unset: a new temporary directory per `serve` run, which workers do
+    # not see. `serve` empties it at start.
+    metrics_dir: str | None = None
+    # When set, `GET /metrics` needs `Authorization: Bearer <this>`.
+    metrics_token: SecretStr | None = None
 
     @property
     def delivery_lease_margin(self) -> timedelta:

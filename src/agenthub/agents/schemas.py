@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BeforeValidator, Field, PlainSerializer
+from pydantic import AnyHttpUrl, BeforeValidator, Field, PlainSerializer, model_validator
 
 from agenthub.schemas import Name, Out, Schema
 
@@ -72,6 +72,17 @@ class AgentUpdate(Schema):
     timeout_seconds: TimeoutSeconds | None = described("timeout_seconds")
 
 
+class AgentHealthOut(Out):
+    """The delivery breaker's view of the agent (docs/agents.md, "When the agent is down")."""
+
+    state: Literal["healthy", "unavailable"] = Field(
+        description="`unavailable` after failed deliveries in a row "
+        "(`AGENTHUB_AGENT_FAILURE_THRESHOLD`): it then gets one probe at a time until one succeeds"
+    )
+    since: datetime | None = Field(description="when it entered this state; null: always healthy")
+    last_error: str | None = Field(description="the error of its latest failed attempt")
+
+
 class AgentOut(Out):
     id: str
     name: str = Field(description=DESCRIPTIONS["name"])
@@ -86,6 +97,21 @@ class AgentOut(Out):
     )
     timeout_seconds: float = Field(description=DESCRIPTIONS["timeout_seconds"])
     created_at: datetime
+    health: AgentHealthOut
+
+    @model_validator(mode="before")
+    @classmethod
+    def _health_of_agent(cls, data: Any) -> Any:
+        """From an `Agent` row: its health columns, gathered into `health`."""
+        if isinstance(data, dict) or not hasattr(data, "health_state"):
+            return data
+        fields = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        health = {
+            "state": data.health_state,
+            "since": data.health_since,
+            "last_error": data.health_last_error,
+        }
+        return {**fields, "health": health}
 
 
 WARNINGS = (

@@ -101,7 +101,7 @@ class DeliveryAttemptOut(Out):
     response_excerpt: str | None = Field(description="the first 4 KiB of the agent's answer")
     remote_address: str | None = Field(description="the address the hub connected to")
     # `scheduled` (the hub's own), `manual` (POST /deliveries/{id}/retry) or `recover`.
-    trigger: Literal["scheduled", "manual", "recover"]
+    trigger: Literal["scheduled", "manual", "recover", "probe"]
 
     @computed_field  # type: ignore[prop-decorator]
     @property

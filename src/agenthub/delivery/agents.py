@@ -8,6 +8,7 @@ The lifecycle of a contact message for one agent:
    which keeps deliveries sequential and in order.
 3. `claim_due_attempts` leases due deliveries; `attempt_delivery` POSTs outside any transaction
    and records the outcome only if its lease is still the current one, so a reply is stored once.
+   Of an agent the health breaker holds (`health.py`), only one probe at a time is claimed.
 4. A failed delivery may be run again (`replay.py`). While a (chat, agent) has several pending
    deliveries, only one is due; the others wait, with no next attempt time, and the next one
    in creation order is made due when it ends (`_START_NEXT`).
@@ -30,12 +31,14 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub import metrics
 from agenthub.chats.handling import record_event, refresh_handled_by, set_needs_human
-from agenthub.delivery import events
+from agenthub.delivery import events, health
 from agenthub.delivery.payload import DeliveryTarget, PreparedDelivery, build_payload, sign_headers
 from agenthub.delivery.replies import apply_agent_reply
 from agenthub.delivery.timing import backoff_delay, retry_after_delay
@@ -159,6 +162,8 @@ class ClaimedAttempt:
     target: DeliveryTarget | None = field(default=None, compare=False, repr=False)
     # `manual` or `recover`: the attempt an admin asked for, which gets no backoff retries.
     trigger: str = SCHEDULED
+    # The one attempt an unavailable agent gets per probe interval (`health.py`).
+    probe: bool = False
 
 
 _DUE_ATTEMPTS = (
@@ -176,6 +181,7 @@ _DUE_ATTEMPTS = (
         AGENTS.c.timeout_seconds,
         AGENTS.c.history_msg_count,
         AGENTS.c.recent_msg_window_minutes,
+        AGENTS.c.health_state,
         CHATS.c.id.label("chat_id"),
         CHATS.c.name.label("chat_name"),
         CHATS.c.external_id.label("chat_external_id"),
@@ -196,6 +202,7 @@ _DUE_ATTEMPTS = (
         DELIVERIES.c.status == PENDING,
         DELIVERIES.c.next_attempt_at <= bindparam("b_now"),
         or_(DELIVERIES.c.locked_until.is_(None), DELIVERIES.c.locked_until <= bindparam("b_now")),
+        health.claimable(),
     )
     .order_by(DELIVERIES.c.next_attempt_at)
     .limit(bindparam("b_limit", type_=Integer()))
@@ -232,7 +239,7 @@ async def claim_due_attempts(
     limit: int = 50,
 ) -> list[ClaimedAttempt]:
     """Lease due deliveries for one attempt each (for the agent's timeout + `lease_margin`);
-    a crashed attempt's lease simply expires."""
+    a crashed attempt's lease simply expires. Of an unavailable agent's, only its probe."""
     rows = (await session.execute(_DUE_ATTEMPTS, {"b_now": now, "b_limit": limit})).all()
     paused = [row.id for row in rows if not row.link_active]
     if paused:
@@ -242,6 +249,7 @@ async def claim_due_attempts(
             _CANCEL, [{"b_id": delivery_id, "b_now": now} for delivery_id in paused]
         )
         rows = [row for row in rows if row.link_active]
+    rows, probes = await health.take_probes(session, rows, now, lease_margin)
     if not rows:
         return []
     await session.execute(
@@ -256,7 +264,13 @@ async def claim_due_attempts(
         ],
     )
     return [
-        ClaimedAttempt(row.id, row.attempt_count + 1, _target(row), row.retry_trigger or SCHEDULED)
+        ClaimedAttempt(
+            row.id,
+            row.attempt_count + 1,
+            _target(row),
+            row.retry_trigger or SCHEDULED,
+            probe=row.id in probes,
+        )
         for row in rows
     ]
 
@@ -378,6 +392,13 @@ _LOCKED_LINK_DUE_AT = (
     .where(LINKS.c.chat_id == bindparam("b_chat_id"), LINKS.c.agent_id == bindparam("b_agent_id"))
     .with_for_update()
 )
+# For the metrics: an attempt cancelled by a pause had failed.
+_ATTEMPT_OUTCOMES = {
+    "succeeded": "success",
+    "retry": "retry",
+    "failed": "failed",
+    "cancelled": "failed",
+}
 
 
 async def record_outcome(
@@ -388,14 +409,14 @@ async def record_outcome(
     dropped). Wakes the runner only when this makes work due that it did not know about."""
     now = hub.clock()
     params: dict[str, Any] = {"b_id": claim.delivery_id, "b_attempt": claim.attempt_number}
+    retry_at = None if outcome.succeeded else await _retry_at(session, hub, claim, outcome)
     if outcome.succeeded:
         kind = "succeeded"
         params["b_now"] = now
-    elif outcome.retryable and _may_retry(hub, claim):
+    elif retry_at is not None:
         kind = "retry"
-        delay = backoff_delay(claim.attempt_number, hub.settings.delivery_backoff_base_seconds)
         params["b_error"] = outcome.error
-        params["b_next"] = now + max(delay, retry_after_delay(outcome.retry_after, now) or delay)
+        params["b_next"] = retry_at
     else:
         kind = "failed"
         params["b_now"] = now
@@ -410,6 +431,7 @@ async def record_outcome(
     row = (await session.execute(_RECORD[kind, sqlite], params)).first()
     if row is None:
         return  # a newer attempt owns this delivery now (our lease ran out): drop our result
+    metrics.agent_attempt(_ATTEMPT_OUTCOMES[kind], outcome.latency_ms)
     await session.execute(
         _NEW_ATTEMPT,
         {
@@ -422,11 +444,13 @@ async def record_outcome(
             "error_kind": outcome.error_kind,
             "response_excerpt": outcome.excerpt,
             "remote_address": outcome.remote_address,
-            "trigger": claim.trigger,
+            # A probe of an unavailable agent says so: it does not use up the delivery's attempts.
+            "trigger": AttemptTrigger.PROBE if claim.probe else claim.trigger,
         },
     )
     if kind == "succeeded":
         await apply_agent_reply(session, hub, row.chat_id, row.agent_id, outcome.body)
+        await metrics.contact_to_agent(session, claim.target, now)
     elif kind == "failed":
         await _give_up(session, hub, claim.delivery_id, row.chat_id)
     started_next = kind != "retry" and await _start_next(session, row, now)
@@ -435,14 +459,38 @@ async def record_outcome(
         # flight (the runner left them alone while this delivery was pending): the runner must
         # look again. Otherwise nothing new is due.
         events.wake_after_commit(session, hub)
+    await health.record_attempt(
+        session,
+        hub,
+        row.agent_id,
+        succeeded=kind == "succeeded",
+        counted=kind != "cancelled",
+        probe=claim.probe,
+        error=outcome.error,
+        started_at=now - timedelta(milliseconds=outcome.latency_ms),
+    )
     # Last, so dashboards see the reply (or the failure) before the agent stops "working".
     await _announce_done(session, hub, claim, row, kind)
 
 
-def _may_retry(hub: Hub, claim: ClaimedAttempt) -> bool:
+async def _retry_at(
+    session: AsyncSession, hub: Hub, claim: ClaimedAttempt, outcome: Outcome
+) -> datetime | None:
+    """When a failed attempt is tried again; None: never (the delivery fails)."""
     # An attempt an admin asked for is that one attempt: should it fail, the delivery is
     # failed again at once (and a person told), rather than retried for minutes unseen.
-    return claim.trigger == SCHEDULED and claim.attempt_number < hub.settings.delivery_max_attempts
+    if not outcome.retryable or claim.trigger != SCHEDULED:
+        return None
+    now = hub.clock()
+    if claim.probe:
+        # Due again at once, and not used up: the breaker, not the backoff, says when the
+        # unavailable agent is tried next.
+        return now
+    attempt = await health.attempts_toward_limit(session, claim.delivery_id, claim.attempt_number)
+    if attempt >= hub.settings.delivery_max_attempts:
+        return None
+    delay = backoff_delay(attempt, hub.settings.delivery_backoff_base_seconds)
+    return now + max(delay, retry_after_delay(outcome.retry_after, now) or delay)
 
 
 # The oldest delivery of the (chat, agent) waiting behind the one that just ended. A pair's
@@ -565,11 +613,16 @@ def buffer_due() -> Any:
 
 
 def delivery_due(*, except_ids: bool = False) -> Any:
-    """Scalar subquery: the earliest retry or lease expiry of a pending delivery (with
-    `except_ids`: not counting those in the bound list `b_except_deliveries`)."""
-    due = select(
-        func.min(func.coalesce(DELIVERIES.c.locked_until, DELIVERIES.c.next_attempt_at))
-    ).where(DELIVERIES.c.status == PENDING)
+    """Scalar subquery: the earliest retry or lease expiry of a pending delivery of a healthy
+    agent, or probe of an unavailable one (with `except_ids`: not counting the deliveries in
+    the bound list `b_except_deliveries`)."""
+    healthy = select(
+        func.min(func.coalesce(DELIVERIES.c.locked_until, DELIVERIES.c.next_attempt_at)).label("at")
+    ).where(DELIVERIES.c.status == PENDING, health.of_healthy_agent())
+    probe = health.probe_due()
     if except_ids:
-        due = due.where(DELIVERIES.c.id.not_in(bindparam("b_except_deliveries", expanding=True)))
-    return due.scalar_subquery()
+        left_out = DELIVERIES.c.id.not_in(bindparam("b_except_deliveries", expanding=True))
+        healthy = healthy.where(left_out)
+        probe = probe.where(left_out)
+    both = union_all(healthy, probe).subquery()
+    return select(func.min(both.c.at)).scalar_subquery()

@@ -6,6 +6,7 @@ Events and wake-ups raised inside a transaction go out only once it commits (see
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -96,6 +97,22 @@ def agent_done(
         **agent_working(channel_id, chat_id, agent_id, delivery_id),
         "type": "agent_done",
         "outcome": AGENT_DONE_OUTCOMES.get(kind, "failed"),
+    }
+
+
+def agent_health(
+    agent_id: str, state: str, since: datetime, last_error: str | None
+) -> dict[str, Any]:
+    """An agent became unavailable, or healthy again (`delivery/health.py`). It belongs to no
+    channel: `_admins_only` tells the WebSocket to send it to admins' sockets alone."""
+    return {
+        "type": "agent_health",
+        "channel_id": None,
+        "_admins_only": True,
+        "agent_id": agent_id,
+        "state": state,
+        "since": since.isoformat(),
+        "last_error": last_error,
     }
 
 

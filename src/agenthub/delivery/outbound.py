@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Integer, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub import metrics, tracing
 from agenthub.chats.handling import refresh_handled_by, set_needs_human
 from agenthub.delivery import events
 from agenthub.delivery.timing import backoff_delay
@@ -98,16 +99,22 @@ async def send_one(hub: Hub, claim: ClaimedSend) -> None:
         return
     error: SendError | None = None
     external_id: str | None = None
+    platform = context.channel.platform
     try:
-        external_id = await get_adapter(context.channel.platform).send(hub.http, context)
+        sent = get_adapter(platform).send(hub.http, context)
+        # No URL on the span: Bot API URLs carry the bot token.
+        external_id = await tracing.traced(
+            sent, f"{platform} send", **{"agenthub.platform": platform}
+        )
     except SendError as exc:
         error = exc
     except Exception as exc:  # a bug or an unexpected answer must not lose the message
         log.exception("sending %s failed", claim.message_id)
         error = SendError(f"{type(exc).__name__}: {exc}", transient=True)
     async with hub.db.session() as session:
-        await _record(session, hub, claim, external_id, error)
+        outcome = await _record(session, hub, claim, external_id, error)
         await commit(session)
+    metrics.outbound(platform, outcome)
 
 
 async def _context(session: AsyncSession, hub: Hub, message_id: str) -> OutboundContext | None:
@@ -138,29 +145,32 @@ async def _record(
     claim: ClaimedSend,
     external_id: str | None,
     error: SendError | None,
-) -> None:
+) -> str | None:
+    """Returns `sent`, `retry` or `failed` (for the metrics), or None when the result was
+    dropped (another attempt owns the send now)."""
     send = await session.get(OutboundSend, claim.message_id, with_for_update=True)
     message = await session.get(Message, claim.message_id)
     if send is None or message is None or send.attempt_count != claim.attempt_number:
-        return
+        return None
     send.locked_until = None
     now = hub.clock()
     if error is None:
         send.status = OutboundStatus.SENT
         message.external_id = external_id or message.external_id
         await _advance(session, hub, message, DeliveryStatus.SENT)
-        return
+        return "sent"
     send.last_error = str(error)
     if error.transient and send.attempt_count < hub.settings.outbound_max_attempts:
         send.next_attempt_at = now + backoff_delay(
             send.attempt_count, hub.settings.delivery_backoff_base_seconds
         )
         events.wake_after_commit(session, hub)
-        return
+        return "retry"
     send.status = OutboundStatus.FAILED
     message.meta_data = {**message.meta_data, "error": error.as_dict()}
     if await _advance(session, hub, message, DeliveryStatus.FAILED):
         await _needs_human_after_failed_send(session, hub, message)
+    return "failed"
 
 
 async def _advance(

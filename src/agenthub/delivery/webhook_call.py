@@ -25,9 +25,11 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 
+from agenthub import tracing
 from agenthub.hub import Hub
 from agenthub.netguard import RefusedAddress, UnresolvableHost, destination
 
@@ -63,7 +65,29 @@ async def post_to_agent(
     hub: Hub, url: str, body: bytes, headers: dict[str, str], timeout_seconds: float
 ) -> Outcome:
     """POST `body` to `url` (resolved and checked first) within `timeout_seconds`, the answer
-    read up to the limit."""
+    read up to the limit. Traced when tracing is on (the `traceparent` header is added by the
+    hub's HTTP client, `tracing.instrument_hub`)."""
+    if not tracing.enabled():
+        return await _post(hub, url, body, headers, timeout_seconds)
+    # The host only: an agent's URL may carry a token in its path or query.
+    host = urlsplit(url).hostname
+    with tracing.span("agent.webhook POST", {"server.address": host or ""}) as span:
+        outcome = await _post(hub, url, body, headers, timeout_seconds)
+        tracing.set_attributes(
+            span,
+            **{
+                "http.response.status_code": outcome.status_code,
+                "agenthub.error_kind": outcome.error_kind,
+            },
+        )
+        if not outcome.succeeded:
+            tracing.mark_failed(span, outcome.error_kind or "failed")
+        return outcome
+
+
+async def _post(
+    hub: Hub, url: str, body: bytes, headers: dict[str, str], timeout_seconds: float
+) -> Outcome:
     timeout = timeout_seconds
     started = time.perf_counter()
 

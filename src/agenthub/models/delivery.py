@@ -26,6 +26,7 @@ class AttemptTrigger(StrEnum):
     SCHEDULED = "scheduled"
     MANUAL = "manual"
     RECOVER = "recover"
+    PROBE = "probe"  # the one attempt an unavailable agent gets (`delivery/health.py`)
 
 
 class AgentDelivery(Base):

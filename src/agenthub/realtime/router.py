@@ -34,6 +34,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from sqlalchemy import select
 
+from agenthub import metrics
 from agenthub.delivery.events import ACCESS_CHANGED
 from agenthub.deps import Principal, authenticate
 from agenthub.errors import Unauthorized
@@ -113,6 +114,14 @@ class _Visibility:
             return False
         return self.subscribed is None or channel_id in self.subscribed
 
+    def allows_event(self, event: dict[str, Any]) -> bool:
+        """A channel's event for those who may read it; an event of no channel meant for
+        admins (`_admins_only`: an agent's health) for admins' sockets, whatever `subscribe`
+        says."""
+        if event.get("_admins_only"):
+            return self.readable is None
+        return self.allows(event.get("channel_id"))
+
 
 async def _principal(hub: Hub, token: str | None) -> Principal | None:
     if not token:
@@ -154,16 +163,17 @@ async def websocket_events(
     socket = _Socket(websocket)
     access = _Access(hub, token or "", principal, visibility)
     signals = _Signals(hub, principal.id, visibility)
-    async with hub.events.subscribe(last_event_id) as stream:
-        sender = asyncio.create_task(_forward(socket, stream, access))
-        try:
-            await _read_commands(socket, visibility, signals)
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
-            with contextlib.suppress(Exception):  # presence is best effort
-                await hub.presence.leave(signals.watcher)
+    with metrics.websocket_client():
+        async with hub.events.subscribe(last_event_id) as stream:
+            sender = asyncio.create_task(_forward(socket, stream, access))
+            try:
+                await _read_commands(socket, visibility, signals)
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
+                with contextlib.suppress(Exception):  # presence is best effort
+                    await hub.presence.leave(signals.watcher)
 
 
 class _Access:
@@ -193,7 +203,7 @@ class _Access:
             return None  # another user's own event (say, its read marker moved)
         if event.get("type") == CHAT_READ:
             self.reads.note(event)  # whatever `subscribe` says: later unread counts need it
-        if not self.visibility.allows(event.get("channel_id")):
+        if not self.visibility.allows_event(event):
             return None
         shared = _shared_events.of(event)
         unread = await self._unread(event, shared)

@@ -29,7 +29,7 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from agenthub.logs import apply_quiet_loggers, install_redaction
+from agenthub.logs import apply_quiet_loggers, install_json_format, install_redaction
 from agenthub.models import utcnow
 from agenthub.settings import Settings, get_settings
 
@@ -77,25 +77,35 @@ def _worker_hub() -> tuple[asyncio.AbstractEventLoop, Any]:
 @after_setup_task_logger.connect
 def _redact_worker_logs(**_: Any) -> None:
     # Celery has just added its handlers (the root's, the task logger's; again in each pool
-    # process): none of them may print a secret.
+    # process): none of them may print a secret, and with `json` they all write JSON lines.
     install_redaction()
+    if get_settings().log_format == "json":
+        install_json_format()
 
 
 @worker_process_init.connect
 def _start_worker_process(**_: Any) -> None:
+    from agenthub import tracing
     from agenthub.app import build_production_hub
 
+    # Here, in the pool process: the batch span processor's thread does not survive a fork.
+    tracing.setup()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     _WorkerState.loop = loop
     _WorkerState.hub = loop.run_until_complete(build_production_hub(get_settings(), worker=True))
+    tracing.instrument_hub(_WorkerState.hub)
     _WorkerState.hub.settle_memory()
 
 
 @worker_process_shutdown.connect
 def _stop_worker_process(**_: Any) -> None:
+    from agenthub import metrics, tracing
+
     if _WorkerState.loop is not None and _WorkerState.hub is not None:
         _WorkerState.loop.run_until_complete(_WorkerState.hub.close())
+    metrics.process_exit()
+    tracing.shutdown()  # flushes the spans not exported yet
 
 
 def _run_due_work_task() -> None:
@@ -229,4 +239,6 @@ def run_worker(settings: Settings, *, concurrency: int, queues: str, beat: bool)
     ]
     if beat:
         argv.append("--beat")
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # no start-up banner: every line is a JSON object
     app.worker_main(argv)

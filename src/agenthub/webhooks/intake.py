@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -30,6 +30,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agenthub import metrics
 from agenthub.delivery.outbound import apply_status
 from agenthub.errors import Forbidden, NotFound
 from agenthub.hub import Hub
@@ -133,26 +134,53 @@ async def ingest_batch(
         outcomes: list[Response | Exception] = []
         arrivals: list[Arrival] = []
         inbounds: list[tuple[str, Inbound]] = []
+        parsed: list[Inbound | None] = []  # by webhook, for the metrics
         for webhook in batch:
             try:
                 inbound = _verified_inbound(webhook, channels.get(webhook.channel_id), credentials)
             except Exception as exc:  # refused or unparseable: this webhook only
                 outcomes.append(exc)
+                parsed.append(None)
                 continue
             outcomes.append(webhook.adapter.acknowledge())
+            parsed.append(inbound)
             inbounds.append((webhook.channel_id, inbound))
             arrivals += [
                 Arrival(webhook.channel_id, m, webhook.received_at) for m in inbound.messages
             ]
-        if arrivals:
-            await store_contact_messages(session, hub, arrivals)
+        stored = await store_contact_messages(session, hub, arrivals) if arrivals else []
         for channel_id, inbound in inbounds:
             for update in inbound.statuses:
                 await apply_status(
                     session, hub, channel_id, update.external_id, update.status, update.error
                 )
         await commit(session)
+    _count(batch, outcomes, parsed, stored)  # once committed: a failed batch is retried
     return outcomes
+
+
+def _count(
+    batch: Sequence[ReceivedWebhook],
+    outcomes: list[Response | Exception],
+    parsed: list[Inbound | None],
+    stored: list[dict[str, Any] | None],
+) -> None:
+    rows = iter(stored)  # one per message, in the batch's order
+    for webhook, outcome, inbound in zip(batch, outcomes, parsed, strict=True):
+        metrics.inbound(webhook.adapter.name, _outcome(outcome, inbound, rows))
+
+
+def _outcome(outcome: Response | Exception, inbound: Inbound | None, rows: Iterator[Any]) -> str:
+    if isinstance(outcome, NotFound):
+        return "not_found"
+    if isinstance(outcome, Forbidden):
+        return "bad_signature"
+    if isinstance(outcome, Exception) or inbound is None:
+        return "invalid"
+    if inbound.messages:
+        fresh = [next(rows) is not None for _ in inbound.messages]
+        return "stored" if any(fresh) else "duplicate"
+    return "stored" if inbound.statuses else "ignored"  # status callbacks are applied
 
 
 async def _channels(session: AsyncSession, channel_ids: set[str]) -> dict[str, Any]:
