@@ -52,9 +52,9 @@ from tests.scheduler import BASE, FakeClock, scheduler_hub
 pytestmark = pytest.mark.anyio
 
 MS = timedelta(milliseconds=1)
-# Attempts in flight stay well under the lease (agent timeout 10 s + 30 s margin), as the HTTP
+# Attempts in flight stay under the lease (agent timeout 10 s + 5 s margin), as the HTTP
 # timeout guarantees in production; from the third attempt on, an attempt always succeeds.
-MAX_FLIGHT_MS = 20_000
+MAX_FLIGHT_MS = 14_000
 ALWAYS_SUCCEEDS_FROM_ATTEMPT = 3
 
 
