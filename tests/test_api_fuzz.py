@@ -53,6 +53,8 @@ from tests.factories import make_agent, make_channel, make_chat
 from tests.hypothesis_budget import examples
 
 POSITIVE_EXAMPLES = examples(8)
+# On PostgreSQL, where only the valid input's round runs: fewer, the same kinds of input.
+POSTGRES_POSITIVE_EXAMPLES = examples(4)
 NEGATIVE_EXAMPLES = examples(6)
 ANONYMOUS_EXAMPLES = examples(3)
 
@@ -226,7 +228,9 @@ def test_no_server_errors(
         )
         _run(strategy, ANONYMOUS_EXAMPLES, unauthorized)
 
-    rounds = [(GenerationMode.POSITIVE, POSITIVE_EXAMPLES)]
+    rounds = [
+        (GenerationMode.POSITIVE, POSITIVE_EXAMPLES if every_round else POSTGRES_POSITIVE_EXAMPLES)
+    ]
     if every_round:
         rounds.append((GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES))
     for mode, budget in rounds:
