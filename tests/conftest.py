@@ -274,10 +274,10 @@ class _Server(uvicorn.Server):
         yield  # in the test process's main thread: leave its signal handlers alone
 
 
-@pytest.fixture
-async def live(app_and_hub: tuple[object, Hub]) -> AsyncIterator[str]:
-    """host:port of a uvicorn server running the app (whose lifespan the fixture already ran)."""
-    app, _ = app_and_hub
+@contextlib.asynccontextmanager
+async def uvicorn_server(app: object, **options: Any) -> AsyncIterator[str]:
+    """host:port of a uvicorn server running `app` (lifespan off: the test runs it), with
+    these config options."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -286,7 +286,7 @@ async def live(app_and_hub: tuple[object, Hub]) -> AsyncIterator[str]:
         lifespan="off",
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=2,
+        **options,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -301,6 +301,14 @@ async def live(app_and_hub: tuple[object, Hub]) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def live(app_and_hub: tuple[object, Hub]) -> AsyncIterator[str]:
+    """host:port of a uvicorn server running the app (whose lifespan the fixture already ran)."""
+    app, _ = app_and_hub
+    async with uvicorn_server(app, timeout_graceful_shutdown=2) as address:
+        yield address
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ from agenthub.delivery.events import agent_health
 from agenthub.hub import Hub
 from agenthub.models import Role, utcnow
 from agenthub.realtime import router as realtime_router
-from tests.conftest import Caller, _Server
+from tests.conftest import Caller, uvicorn_server
 from tests.factories import make_agent
-from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers, wait_until
+from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers
 
 # The event bus and sockets: no SQL of their own beyond what the API tests cover on both
 # databases.
@@ -502,28 +501,6 @@ async def test_sockets_share_each_events_text_and_keep_their_users_unread_counts
     assert {**got["mine"], "chat": None} == {**got["theirs"], "chat": None}
     # Four sockets, two distinct texts: each serialised once.
     assert sorted(e["chat"]["unread_count"] for e in serialised) == [0, 2]
-
-
-@contextlib.asynccontextmanager
-async def uvicorn_server(app: object, **options: Any) -> AsyncIterator[str]:
-    """host:port of another uvicorn server for the app, with these config options."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = _Server(
-        uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, **options)  # type: ignore[arg-type]
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-
-    def started() -> None:
-        assert not task.done(), "uvicorn stopped"
-        assert server.started
-
-    await wait_until(started)
-    try:
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 def serve_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
