@@ -145,6 +145,20 @@ async def _truncate(hub: Hub) -> None:
         await session.execute(text(f"TRUNCATE {names} CASCADE"))
 
 
+async def contact_writes(hub: Hub, channel: Channel, chat: int, sent: int) -> int:
+    """The contact of chat number `chat` writes message number `sent`; the next number."""
+    inbound = InboundMessage(
+        external_id=f"ext-{sent}",
+        contact_id=f"+1555000{chat:04d}",
+        contact_name=None,
+        content=f"message {sent}",
+        meta_data={},
+    )
+    async with hub.db.transaction() as session:
+        assert await store_contact_message(session, hub, channel, inbound)
+    return sent + 1
+
+
 @dataclass
 class Outage:
     hub: Hub
@@ -155,16 +169,7 @@ class Outage:
     events: list[dict[str, Any]] = field(default_factory=list)
 
     async def send(self, chat: int) -> None:
-        inbound = InboundMessage(
-            external_id=f"ext-{self.sent}",
-            contact_id=f"+1555000{chat:04d}",
-            contact_name=None,
-            content=f"message {self.sent}",
-            meta_data={},
-        )
-        self.sent += 1
-        async with self.hub.db.transaction() as session:
-            assert await store_contact_message(session, self.hub, self.channel, inbound)
+        self.sent = await contact_writes(self.hub, self.channel, chat, self.sent)
 
     async def health(self) -> dict[str, Any]:
         async with self.hub.db.session(read_only=True) as session:
@@ -390,16 +395,7 @@ class Model:
     delivered: dict[str, list[str]] = field(default_factory=dict)  # chat → message ids
 
     async def arrive(self, chat: int) -> None:
-        inbound = InboundMessage(
-            external_id=f"ext-{self.sent}",
-            contact_id=f"+1555000{chat:04d}",
-            contact_name=None,
-            content=f"message {self.sent}",
-            meta_data={},
-        )
-        self.sent += 1
-        async with self.hub.db.transaction() as session:
-            assert await store_contact_message(session, self.hub, self.channel, inbound)
+        self.sent = await contact_writes(self.hub, self.channel, chat, self.sent)
 
     async def agent(self) -> Agent:
         async with self.hub.db.session(read_only=True) as session:
