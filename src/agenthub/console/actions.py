@@ -8,6 +8,7 @@ fragment that changed; the other panes refetch on the `HX-Trigger` events it nam
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -215,9 +216,17 @@ async def panel_link_agent(
     return await _panel_changed(session, hub, principal, chat)
 
 
-async def _change_link(
-    chat_id: str, agent_id: str, principal: Principal, session: AsyncSession, hub: Hub, action: str
+@router.post("/console/fragments/chats/{chat_id}/panel/agents/{agent_id}/{action}")
+async def panel_change_link(
+    chat_id: str,
+    agent_id: str,
+    action: Literal["pause", "resume", "unlink"],
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
 ) -> Response:
+    """An agent link's Pause, Resume or Unlink, as `PATCH` / `DELETE /chats/{id}/agents/{id}`."""
     chat = await get_readable_chat(session, principal, chat_id)
     link = await chat_service.get_link(session, chat, agent_id)
     if action == "unlink":
@@ -227,42 +236,6 @@ async def _change_link(
             session, hub, principal, chat, link, active=action == "resume"
         )
     return await _panel_changed(session, hub, principal, chat)
-
-
-@router.post("/console/fragments/chats/{chat_id}/panel/agents/{agent_id}/pause")
-async def panel_pause_agent(
-    chat_id: str,
-    agent_id: str,
-    _: CurrentUser,
-    principal: CurrentPrincipal,
-    session: SessionDep,
-    hub: HubDep,
-) -> Response:
-    return await _change_link(chat_id, agent_id, principal, session, hub, "pause")
-
-
-@router.post("/console/fragments/chats/{chat_id}/panel/agents/{agent_id}/resume")
-async def panel_resume_agent(
-    chat_id: str,
-    agent_id: str,
-    _: CurrentUser,
-    principal: CurrentPrincipal,
-    session: SessionDep,
-    hub: HubDep,
-) -> Response:
-    return await _change_link(chat_id, agent_id, principal, session, hub, "resume")
-
-
-@router.post("/console/fragments/chats/{chat_id}/panel/agents/{agent_id}/unlink")
-async def panel_unlink_agent(
-    chat_id: str,
-    agent_id: str,
-    _: CurrentUser,
-    principal: CurrentPrincipal,
-    session: SessionDep,
-    hub: HubDep,
-) -> Response:
-    return await _change_link(chat_id, agent_id, principal, session, hub, "unlink")
 
 
 @router.post("/console/fragments/chats/{chat_id}/panel/deliveries/{delivery_id}/retry")

@@ -27,7 +27,7 @@ from agenthub.auth.router import log_in, login_input
 from agenthub.auth.throttle import TooManyAttempts
 from agenthub.console import panel, views
 from agenthub.console.web import (
-    fragment_unauthorized,
+    FragmentPrincipal,
     readable_channels,
     render,
     signed_in,
@@ -152,8 +152,7 @@ async def _console_page(
 
 @router.get("/console/fragments/inbox")
 async def inbox_fragment(
-    request: Request,
-    hub: HubDep,
+    principal: FragmentPrincipal,
     session: SessionDep,
     view: inbox.InboxView = ViewParam,
     q: str | None = QParam,
@@ -162,9 +161,6 @@ async def inbox_fragment(
     limit: int = LimitParam,
 ) -> Response:
     """The list; `limit` grows with "Show more chats" (the tabs' counts are console.js's)."""
-    principal = await signed_in(request, hub, session)
-    if principal is None:
-        return fragment_unauthorized()
     context = await views.inbox_context(session, principal, view, q, channel_id, selected, limit)
     return render("_inbox_list.html", oob=True, **context)
 
@@ -189,14 +185,11 @@ async def chat_page(
 
 @router.get("/console/fragments/chats/{chat_id}")
 async def chat_fragment(
-    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+    chat_id: str, principal: FragmentPrincipal, session: SessionDep
 ) -> Response:
     """The chat for the centre pane, with its side panel and the list's selection swapped in
     out of band. `chat-opened` (the chat's id) fires on the clicked row, and bubbles to
     the body; then the list refetches, to highlight the row."""
-    principal = await signed_in(request, hub, session)
-    if principal is None:
-        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     response = render(
         "_chat_fragment.html", **await views.open_chat_context(session, principal, chat)
@@ -208,11 +201,8 @@ async def chat_fragment(
 
 @router.get("/console/fragments/chats/{chat_id}/panel")
 async def panel_fragment(
-    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+    chat_id: str, principal: FragmentPrincipal, session: SessionDep
 ) -> Response:
-    principal = await signed_in(request, hub, session)
-    if principal is None:
-        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     return render("_side_panel.html", **await panel.panel_context(session, principal, chat))
 
@@ -220,15 +210,11 @@ async def panel_fragment(
 @router.get("/console/fragments/chats/{chat_id}/timeline")
 async def timeline_fragment(
     chat_id: str,
-    request: Request,
-    hub: HubDep,
+    principal: FragmentPrincipal,
     session: SessionDep,
     since: str | None = ItemParam,
 ) -> Response:
     """The timeline again (live changes): from `since`, the oldest item the page shows, on."""
-    principal = await signed_in(request, hub, session)
-    if principal is None:
-        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     context = await views.timeline_context(session, chat, since=since or None)
     return render("_timeline.html", **context)
@@ -237,15 +223,11 @@ async def timeline_fragment(
 @router.get("/console/fragments/chats/{chat_id}/timeline/older")
 async def older_timeline_fragment(
     chat_id: str,
-    request: Request,
-    hub: HubDep,
+    principal: FragmentPrincipal,
     session: SessionDep,
     before: str = Query(max_length=16),
 ) -> Response:
     """Scrolling back: the page older than `before`, put at the top of the list."""
-    principal = await signed_in(request, hub, session)
-    if principal is None:
-        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     context = await views.timeline_context(session, chat, before=before)
     return render("_timeline_page_older.html", **context)
@@ -253,22 +235,16 @@ async def older_timeline_fragment(
 
 @router.get("/console/fragments/chats/{chat_id}/composer-notice")
 async def composer_notice_fragment(
-    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+    chat_id: str, principal: FragmentPrincipal, session: SessionDep
 ) -> Response:
     """Above the composer: whether an agent handles the chat (then it offers Take over)."""
-    principal = await signed_in(request, hub, session)
-    if principal is None:
-        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     return render("_composer_notice.html", chat=chat)
 
 
 @router.get("/console/fragments/chats/{chat_id}/header")
 async def header_fragment(
-    chat_id: str, request: Request, hub: HubDep, session: SessionDep
+    chat_id: str, principal: FragmentPrincipal, session: SessionDep
 ) -> Response:
-    principal = await signed_in(request, hub, session)
-    if principal is None:
-        return fragment_unauthorized()
     chat = await get_readable_chat(session, principal, chat_id)
     return render("_chat_header.html", chat=chat, **await views.chat_header_context(session, chat))

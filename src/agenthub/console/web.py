@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,10 +18,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agenthub.access import scope_channels
-from agenthub.deps import (
-    Principal,
-    authenticate,
-)
+from agenthub.deps import HubDep, Principal, SessionDep, authenticate
 from agenthub.errors import InvalidInput, Unauthorized
 from agenthub.hub import Hub
 from agenthub.models import Channel
@@ -151,9 +148,25 @@ def to_login() -> RedirectResponse:
     return RedirectResponse(LOGIN_PATH, status_code=303)
 
 
-def fragment_unauthorized() -> Response:
-    # htmx follows HX-Redirect even on an error status: the page goes to the login form.
-    return Response(status_code=401, headers={"HX-Redirect": LOGIN_PATH})
+class SignedOut(Unauthorized):
+    """A fragment asked for without a valid session: 401 with `HX-Redirect`, which htmx
+    follows even on an error status, so the page goes to the login form."""
+
+    headers = {"HX-Redirect": LOGIN_PATH}
+
+    def default_detail(self) -> str:
+        return "Sign in again"
+
+
+async def fragment_principal(request: Request, hub: HubDep, session: SessionDep) -> Principal:
+    """The signed-in user of a fragment request (every fragment but the pages themselves)."""
+    principal = await signed_in(request, hub, session)
+    if principal is None:
+        raise SignedOut
+    return principal
+
+
+FragmentPrincipal = Annotated[Principal, Depends(fragment_principal)]
 
 
 async def form_fields(request: Request) -> dict[str, str]:
