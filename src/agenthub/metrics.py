@@ -38,7 +38,6 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.deps import hub_of
 from agenthub.hub import Hub
@@ -46,7 +45,6 @@ from agenthub.models import (
     Agent,
     AgentDelivery,
     AgentDeliveryStatus,
-    Message,
     OutboundSend,
     OutboundStatus,
 )
@@ -111,16 +109,11 @@ def agent_attempt(outcome: str, latency_ms: float, transport: str = "webhook") -
     AGENT_ATTEMPT_SECONDS.observe(latency_ms / 1000)
 
 
-async def contact_to_agent(session: AsyncSession, target: Any, now: datetime) -> None:
-    """The time from the oldest of a delivery's messages (`target`: its DeliveryTarget) to
-    now, its successful answer: one primary-key lookup per delivery."""
-    if target is None or not target.message_ids:
-        return
-    oldest = await session.scalar(
-        select(func.min(Message.timestamp)).where(Message.id.in_(list(target.message_ids)))
-    )
-    if oldest is not None:
-        CONTACT_TO_AGENT_SECONDS.observe(max(_seconds_between(oldest, now), 0.0))
+def contact_to_agent(first_message_at: datetime | None, now: datetime) -> None:
+    """The time from the oldest of a delivery's messages being stored (read with its payload,
+    so no query here) to now, its successful answer."""
+    if first_message_at is not None:
+        CONTACT_TO_AGENT_SECONDS.observe(max(_seconds_between(first_message_at, now), 0.0))
 
 
 def outbound(platform: str, outcome: str | None) -> None:

@@ -327,7 +327,9 @@ async def attempt_delivery(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDe
         hub, target.webhook_url, prepared.body, headers, target.timeout_seconds
     )
     async with hub.db.session() as session:
-        await record_outcome(session, hub, claim, outcome)
+        await record_outcome(
+            session, hub, claim, outcome, first_message_at=prepared.first_message_at
+        )
         await commit(session)  # then the events and wake-ups it raised go out
 
 
@@ -402,7 +404,12 @@ _ATTEMPT_OUTCOMES = {
 
 
 async def record_outcome(
-    session: AsyncSession, hub: Hub, claim: ClaimedAttempt, outcome: Outcome
+    session: AsyncSession,
+    hub: Hub,
+    claim: ClaimedAttempt,
+    outcome: Outcome,
+    *,
+    first_message_at: datetime | None = None,
 ) -> None:
     """Record an attempt's outcome — only if the delivery is still on this attempt (one
     conditional UPDATE: a newer attempt owns it once our lease ran out, so our result is
@@ -450,7 +457,7 @@ async def record_outcome(
     )
     if kind == "succeeded":
         await apply_agent_reply(session, hub, row.chat_id, row.agent_id, outcome.body)
-        await metrics.contact_to_agent(session, claim.target, now)
+        metrics.contact_to_agent(first_message_at, now)
     elif kind == "failed":
         await _give_up(session, hub, claim.delivery_id, row.chat_id)
     started_next = kind != "retry" and await _start_next(session, row, now)

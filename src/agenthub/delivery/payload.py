@@ -71,6 +71,8 @@ class DeliveryTarget:
 class PreparedDelivery:
     target: DeliveryTarget
     body: bytes
+    # When the oldest of its new messages was stored (the contact-to-agent time is from it).
+    first_message_at: datetime | None = None
 
 
 def sign_headers(secrets: str | Sequence[str], webhook_id: str, body: bytes) -> dict[str, str]:
@@ -107,7 +109,9 @@ async def build_payload(
         "reply_url": f"{hub.settings.effective_public_url}/chats/{target.chat_id}/messages",
     }
     encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return PreparedDelivery(target, encoded)
+    new = set(target.message_ids)
+    first = min((m.timestamp for m in history if m.id in new), default=None)
+    return PreparedDelivery(target, encoded, first)
 
 
 async def _history(session: AsyncSession, target: DeliveryTarget) -> list[Any]:
