@@ -60,11 +60,12 @@ async def test_logins_are_recorded_with_the_address_and_request_id(
     assert succeeded["actor"] == {"type": "user", "id": mia_id}
     assert succeeded["request_id"] == "req-right-1"
     token = right.json()["access_token"]
-    assert (
-        await client.post("/auth/logout", headers={"Authorization": f"Bearer {token}"})
-    ).status_code == 204
+    out = await client.post("/auth/logout", headers={"Authorization": f"Bearer {token}"})
+    assert out.status_code == 204
     [logout] = await events(client, admin, action="logout", actor_id=mia_id)
     assert logout["target"]["type"] == "token"
+    # Without an X-Request-ID, the id the hub made up and answered with.
+    assert logout["request_id"] == out.headers["x-request-id"]
     assert PASSWORD not in json.dumps(await events(client, admin))
 
 

@@ -1,8 +1,9 @@
 """The audit trail: an append-only record of who changed what, and of what was refused.
 
 A change records its event in its own transaction (`record`): both are kept, or neither.
-Refusals (a failed login, a denied admin action) have no transaction to join, since the request
-is rolled back, so `record_apart` writes them in a short transaction of their own.
+Refusals (a failed login, a denied admin action) have no change to join, and their request is
+rolled back: `record_refused` keeps them on the request's session, and `deps.get_session` writes
+them after the rollback.
 
 Who did it comes from the request (`set_actor`, called once the caller is known): its user or
 agent, its client address and its request id. Work the hub does by itself has the actor type
@@ -18,7 +19,7 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agenthub.hub import Hub
+from agenthub.logs import REQUEST_ID
 from agenthub.models import AuditEvent, AuditOutcome, utcnow
 
 
@@ -35,10 +36,11 @@ _actor: ContextVar[Actor] = ContextVar("audit_actor", default=HUB)
 
 
 def request_facts(request: Request) -> tuple[str | None, str | None]:
-    """The client address (the socket peer: proxy headers are not trusted) and request id."""
+    """The client address (the socket peer: proxy headers are not trusted) and the request
+    id its log lines and its `X-Request-ID` answer carry (`logs.RequestIdMiddleware`)."""
     ip = request.client.host if request.client else None
-    request_id = getattr(request.state, "request_id", None) or request.headers.get("x-request-id")
-    return ip, (str(request_id)[:64] if request_id else None)
+    request_id = REQUEST_ID.get()
+    return ip, (request_id[:64] if request_id else None)
 
 
 def set_actor(request: Request, actor_type: str, actor_id: str | None) -> Actor:
@@ -103,20 +105,6 @@ def record_refused(
 def refused_events(session: AsyncSession) -> list[AuditEvent]:
     events: list[AuditEvent] = session.info.pop(_REFUSED, [])
     return events
-
-
-async def record_apart(
-    hub: Hub,
-    action: str,
-    target: tuple[str, str | None] | None = None,
-    detail: dict[str, Any] | None = None,
-    *,
-    outcome: AuditOutcome = AuditOutcome.DENIED,
-    actor: Actor | None = None,
-) -> None:
-    """A refusal (or anything outside a change's transaction), in a transaction of its own."""
-    async with hub.db.transaction() as session:
-        session.add(_event(actor or current_actor(), action, target, detail, outcome))
 
 
 # The action a refused admin request would have been (the others are named by method and path).
