@@ -688,7 +688,7 @@ def start_profile(server: single.Server, svg: Path, seconds: float) -> Any:
             "raw" if svg.suffix == ".txt" else "flamegraph",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(svg.with_suffix(".log"), "w"),  # the child keeps it
     )
 
 

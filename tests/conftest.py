@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from agenthub import security
 from agenthub.app import create_app
+from agenthub.cli import UVICORN_WEBSOCKET_OPTIONS
 from agenthub.hub import Hub
 from agenthub.migrate import upgrade_database
 from agenthub.models import ApiToken, Base, ChannelMember, Role, User
@@ -307,7 +308,10 @@ async def uvicorn_server(app: object, **options: Any) -> AsyncIterator[str]:
 async def live(app_and_hub: tuple[object, Hub]) -> AsyncIterator[str]:
     """host:port of a uvicorn server running the app (whose lifespan the fixture already ran)."""
     app, _ = app_and_hub
-    async with uvicorn_server(app, timeout_graceful_shutdown=2) as address:
+    # With `serve`'s WebSocket options, so that sockets take the path they take in production.
+    async with uvicorn_server(
+        app, timeout_graceful_shutdown=2, **UVICORN_WEBSOCKET_OPTIONS
+    ) as address:
         yield address
 
 

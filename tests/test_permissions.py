@@ -61,6 +61,10 @@ LOCKED_OUT = (
     "revoked_agent_token",
 )
 CALLERS = (*LIVE, *SAME_AS, *LOCKED_OUT)
+# Refused before any query that differs between the databases (no token, a token that matches no
+# row, a column that says no): their PostgreSQL copies would repeat the SQLite ones. The live
+# callers (channel grants, agent links) and the expired token (a timestamp comparison) run on both.
+REFUSED_ALIKE = {"anonymous", "invalid_token", "revoked_agent_token", "deactivated_agent"}
 
 SELF = "<the caller's own id>"
 
@@ -347,7 +351,13 @@ def test_matrix_covers_every_endpoint() -> None:
 MAY_CHANGE_THE_WORLD = {"admin", "member_with_access", "agent_linked"}
 
 
-@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize(
+    "caller",
+    [
+        pytest.param(c, marks=pytest.mark.database_independent) if c in REFUSED_ALIKE else c
+        for c in CALLERS
+    ],
+)
 async def test_permission_matrix(
     client: httpx2.AsyncClient, hub: Hub, admin: Caller, make_user: Any, caller: str
 ) -> None:

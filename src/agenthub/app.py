@@ -18,6 +18,7 @@ from agenthub.hub import Hub
 from agenthub.limits import BodySizeLimitMiddleware
 from agenthub.logs import RequestIdMiddleware, install_redaction
 from agenthub.openapi_errors import declare_error_responses
+from agenthub.realtime.frames import RawSendMiddleware
 from agenthub.settings import Settings, get_settings
 
 
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ConsoleHeadersMiddleware)
     # Outermost: the request id covers every log line of the request, uvicorn's access line too.
     app.add_middleware(RequestIdMiddleware)
+    # Around everything: WebSockets keep the server's own `send` for the event fan-out.
+    app.add_middleware(RawSendMiddleware)
     # OTEL_EXPORTER_OTLP_ENDPOINT set: the SDK, once per process (uvicorn's workers build
     # their own app); else nothing is imported.
     if tracing.setup():

@@ -24,6 +24,7 @@ from agenthub.settings import Settings
 
 if TYPE_CHECKING:
     from agenthub.auth.throttle import LoginThrottle
+    from agenthub.realtime.fanout import Fanout
     from agenthub.webhooks.intake import WebhookIntake
 
 T = TypeVar("T")
@@ -118,6 +119,13 @@ class Hub:
         return WebhookIntake(self)
 
     @cached_property
+    def fanout(self) -> Fanout:
+        """The process's one reader of `events` for all its WebSockets (`realtime/fanout.py`)."""
+        from agenthub.realtime.fanout import Fanout
+
+        return Fanout(self.events)
+
+    @cached_property
     def login_throttle(self) -> LoginThrottle:
         """The failed-login counters (`auth/throttle.py`), in memory or in Redis."""
         from agenthub.auth.throttle import LoginThrottle
@@ -133,6 +141,8 @@ class Hub:
             for task in pending:
                 task.cancel()
         await self.presence.stop()
+        if "fanout" in self.__dict__:  # built on the first WebSocket only
+            await self.fanout.stop()
         await self.events.stop()
         await self.http.aclose()
         await self.db.dispose()

@@ -45,16 +45,20 @@ def message_status(message: Message) -> dict[str, Any]:
     }
 
 
-def chat_updated(chat: Chat) -> dict[str, Any]:
+def chat_updated(chat: Chat, *, new: bool = False) -> dict[str, Any]:
     """`chat.unread_count` is per reader: each socket sets it from `_contact_message_count`
-    and its user's read marker (realtime/router.py)."""
-    return {
+    and its user's read marker (realtime/router.py). `new`: the chat was just created, so
+    nobody has a read marker for it yet (its sockets need not look one up)."""
+    event = {
         "type": "chat_updated",
         "channel_id": chat.channel_id,
         "chat_id": chat.id,
         "chat": ChatOut.of(chat).model_dump(mode="json"),
         "_contact_message_count": chat.contact_message_count,
     }
+    if new:
+        event["_new_chat"] = True
+    return event
 
 
 def delivery_failed(chat: Chat, delivery: AgentDelivery) -> dict[str, Any]:

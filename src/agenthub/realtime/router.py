@@ -14,7 +14,9 @@ The events and commands are documented in docs/api.md (WebSocket) and docs/opera
   chat (`_ReadCounts`, kept current by the user's `chat_read` events).
 - **Access changes.** `access_changed` (internal, never forwarded) makes the socket re-check
   its token and channel grants before it forwards anything published later; lost access
-  closes it with 1008. A socket the bus cut off for falling behind is closed with 1013.
+  closes it with 1008. A socket that falls too far behind is closed with 1013.
+- **One reader per process.** Sockets do not subscribe to the bus each: the process's
+  `Fanout` (`realtime/fanout.py`) reads it once and hands every event to every socket.
 - **Commands.** `ping`, `subscribe {channel_ids}`, and the presence signals `viewing` and
   `typing {chat_id}` for chats the user may read (`runtime/presence.py`); everything a socket
   signalled ends when it disconnects.
@@ -40,6 +42,8 @@ from agenthub.deps import Principal, authenticate
 from agenthub.errors import Unauthorized
 from agenthub.hub import Hub
 from agenthub.models import ChannelMember, Chat, ChatRead, utcnow
+from agenthub.realtime.fanout import LATER, Client, ClientClosed, Later
+from agenthub.realtime.frames import DirectFrames
 from agenthub.runtime.presence import Watcher
 from agenthub.sessions import websocket_token
 
@@ -49,19 +53,43 @@ CHAT_READ = "chat_read"
 _CHAT_ID = re.compile(r"cht_[A-Za-z0-9]{10}")
 
 
-class _Socket:
-    """Serializes writes: events and command answers come from two tasks."""
+class _Dashboard(Client):
+    """One socket in the process's fan-out: what each event becomes for its user."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, access: _Access) -> None:
+        super().__init__()
         self.websocket = websocket
-        self._lock = asyncio.Lock()
+        self.access = access
+        self.direct = DirectFrames.of(websocket.scope)
 
-    async def send(self, payload: dict[str, Any]) -> None:
-        await self.send_text(json.dumps(payload, default=str))
+    def decide(self, event: dict[str, Any]) -> str | Later | None:
+        if event.get("type") == ACCESS_CHANGED:
+            return LATER if self.access.concerns_me(event) else None
+        if self.access.expired():
+            return LATER
+        return self.access.outgoing_now(event)
+
+    async def handle(self, event: dict[str, Any]) -> str | None:
+        if event.get("type") == ACCESS_CHANGED:
+            if self.access.concerns_me(event) and not await self.access.still_valid():
+                await self._revoked()
+            return None
+        if self.access.expired():
+            await self._revoked()
+        return await self.access.outgoing(event)
+
+    async def _revoked(self) -> None:
+        await self.websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="access revoked")
+        raise ClientClosed
 
     async def send_text(self, text: str) -> None:
-        async with self._lock:
-            await self.websocket.send_text(text)
+        await self.websocket.send_text(text)
+
+    def write_now(self, text: str) -> bool:
+        return self.direct is not None and self.direct.write(text)
+
+    async def close(self, code: int) -> None:
+        await self.websocket.close(code=code)
 
 
 class _Shared:
@@ -160,20 +188,20 @@ async def websocket_events(
         return
     visibility = _Visibility(await _readable_channels(hub, principal))
     await websocket.accept()
-    socket = _Socket(websocket)
     access = _Access(hub, token or "", principal, visibility)
     signals = _Signals(hub, principal.id, visibility)
+    dashboard = _Dashboard(websocket, access)
     with metrics.websocket_client():
-        async with hub.events.subscribe(last_event_id) as stream:
-            sender = asyncio.create_task(_forward(socket, stream, access))
-            try:
-                await _read_commands(socket, visibility, signals)
-            finally:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await sender
-                with contextlib.suppress(Exception):  # presence is best effort
-                    await hub.presence.leave(signals.watcher)
+        # In the fan-out first, so that nothing published during the catch-up is missed.
+        hub.fanout.add(dashboard)
+        try:
+            dashboard.start(*await hub.events.since(last_event_id))
+            await _read_commands(websocket, visibility, signals)
+        finally:
+            hub.fanout.discard(dashboard)
+            dashboard.stop()
+            with contextlib.suppress(Exception):  # presence is best effort
+                await hub.presence.leave(signals.watcher)
 
 
 class _Access:
@@ -197,36 +225,53 @@ class _Access:
         user_id = event.get("user_id")
         return user_id is None or user_id == self.principal.id
 
-    async def outgoing(self, event: dict[str, Any]) -> str | None:
-        """The text this socket sends of `event`, if anything."""
-        if "user_id" in event and event["user_id"] != self.principal.id:
-            return None  # another user's own event (say, its read marker moved)
-        if event.get("type") == CHAT_READ:
-            self.reads.note(event)  # whatever `subscribe` says: later unread counts need it
-        if not self.visibility.allows_event(event):
+    def outgoing_now(self, event: dict[str, Any]) -> str | Later | None:
+        """The text this socket sends of `event`, if anything; LATER when that takes a read
+        marker nobody looked up yet (`outgoing`)."""
+        if not self._concerns_socket(event):
             return None
         shared = _shared_events.of(event)
-        unread = await self._unread(event, shared)
-        text = shared.texts.get(unread)
-        if text is None:
-            text = shared.texts[unread] = json.dumps(_public(event, unread), default=str)
-        return text
+        unread = self._unread_now(event, shared)
+        return unread if isinstance(unread, Later) else _text(event, shared, unread)
 
-    async def _unread(self, event: dict[str, Any], shared: _Shared) -> int | None:
-        """The user's unread count for a `chat_updated` chat (None for other events): this
-        socket's own when it knows the chat's read marker, else one lookup per user."""
+    async def outgoing(self, event: dict[str, Any]) -> str | None:
+        """As `outgoing_now`, looking up what it lacks."""
+        if not self._concerns_socket(event):
+            return None
+        shared = _shared_events.of(event)
+        return _text(event, shared, await self._unread(event, shared))
+
+    def _concerns_socket(self, event: dict[str, Any]) -> bool:
+        if "user_id" in event and event["user_id"] != self.principal.id:
+            return False  # another user's own event (say, its read marker moved)
+        if event.get("type") == CHAT_READ:
+            self.reads.note(event)  # whatever `subscribe` says: later unread counts need it
+        return self.visibility.allows_event(event)
+
+    def _unread_now(self, event: dict[str, Any], shared: _Shared) -> int | Later | None:
         contact_count = event.get("_contact_message_count")
         if not isinstance(contact_count, int) or not isinstance(event.get("chat"), dict):
             return None
         chat_id = str(event.get("chat_id"))
         if self.reads.knows(chat_id):
-            return await self.reads.unread(chat_id, contact_count)
+            return self.reads.known_unread(chat_id, contact_count)
+        if event.get("_new_chat"):
+            return contact_count  # a chat created just now: nobody has read any of it
         pending = shared.unread.get(self.principal.id)
-        if pending is None:
-            pending = asyncio.ensure_future(self.reads.unread(chat_id, contact_count))
-            shared.unread[self.principal.id] = pending
-        if pending.done():
+        if pending is not None and pending.done() and not pending.cancelled():
             return pending.result()
+        return LATER
+
+    async def _unread(self, event: dict[str, Any], shared: _Shared) -> int | None:
+        """The user's unread count for a `chat_updated` chat (None for other events): this
+        socket's own when it knows the chat's read marker, else one lookup per user."""
+        unread = self._unread_now(event, shared)
+        if not isinstance(unread, Later):
+            return unread
+        pending = shared.unread.get(self.principal.id)
+        if pending is None or pending.cancelled():
+            lookup = self.reads.unread(str(event["chat_id"]), event["_contact_message_count"])
+            pending = shared.unread[self.principal.id] = asyncio.ensure_future(lookup)
         # Shielded: this socket closing must not cancel the lookup its user's others await.
         return await asyncio.shield(pending)
 
@@ -252,6 +297,13 @@ class _Access:
         return True
 
 
+def _text(event: dict[str, Any], shared: _Shared, unread: int | None) -> str:
+    text = shared.texts.get(unread)
+    if text is None:
+        text = shared.texts[unread] = json.dumps(_public(event, unread), default=str)
+    return text
+
+
 def _public(event: dict[str, Any], unread: int | None) -> dict[str, Any]:
     """What clients see of `event`; `unread`: the `unread_count` of its chat, if it has one."""
     # Keys starting with "_" are for the hub's sockets, not for clients.
@@ -261,24 +313,6 @@ def _public(event: dict[str, Any], unread: int | None) -> dict[str, Any]:
     if unread is not None:
         public["chat"] = {**public["chat"], "unread_count": unread}
     return public
-
-
-async def _forward(socket: _Socket, stream: Any, access: _Access) -> None:
-    async for event in stream:
-        if event.get("type") == ACCESS_CHANGED:
-            if access.concerns_me(event) and not await access.still_valid():
-                break
-            continue
-        if access.expired():
-            break
-        text = await access.outgoing(event)
-        if text is not None:
-            await socket.send_text(text)
-    else:
-        # The bus cut this subscriber off (it fell too far behind): the client reconnects.
-        await socket.websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
-        return
-    await socket.websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="access revoked")
 
 
 class _ReadCounts:
@@ -303,6 +337,9 @@ class _ReadCounts:
     def knows(self, chat_id: str) -> bool:
         return chat_id in self.counts
 
+    def known_unread(self, chat_id: str, contact_count: int) -> int:
+        return max(0, contact_count - self.counts[chat_id])
+
     async def unread(self, chat_id: str, contact_count: int) -> int:
         if chat_id not in self.counts:
             async with self.hub.db.session(read_only=True) as session:
@@ -312,7 +349,7 @@ class _ReadCounts:
                     )
                 )
             self.counts[chat_id] = max(self.counts.get(chat_id, 0), count or 0)
-        return max(0, contact_count - self.counts[chat_id])
+        return self.known_unread(chat_id, contact_count)
 
 
 class _Signals:
@@ -348,10 +385,13 @@ class _Signals:
         return self.channels[chat_id]
 
 
-async def _read_commands(socket: _Socket, visibility: _Visibility, signals: _Signals) -> None:
+async def _read_commands(websocket: WebSocket, visibility: _Visibility, signals: _Signals) -> None:
+    async def answer(payload: dict[str, Any]) -> None:
+        await websocket.send_text(json.dumps(payload))
+
     while True:
         try:
-            raw = await socket.websocket.receive_text()
+            raw = await websocket.receive_text()
         except (WebSocketDisconnect, RuntimeError):
             return
         try:
@@ -359,15 +399,15 @@ async def _read_commands(socket: _Socket, visibility: _Visibility, signals: _Sig
         except ValueError:
             command = None
         if not isinstance(command, dict):
-            await socket.send({"type": "error", "detail": "send a JSON object"})
+            await answer({"type": "error", "detail": "send a JSON object"})
         elif command.get("type") == "ping":
-            await socket.send({"type": "pong"})
+            await answer({"type": "pong"})
         elif command.get("type") == "subscribe" and isinstance(command.get("channel_ids"), list):
             visibility.subscribed = {str(c) for c in command["channel_ids"]}
-            await socket.send({"type": "subscribed", "channel_ids": sorted(visibility.subscribed)})
+            await answer({"type": "subscribed", "channel_ids": sorted(visibility.subscribed)})
         elif command.get("type") in ("viewing", "typing"):
             # No answer when it worked: the `presence` event it may raise is the answer.
             if (error := await signals.handle(command)) is not None:
-                await socket.send({"type": "error", "detail": error})
+                await answer({"type": "error", "detail": error})
         else:
-            await socket.send({"type": "error", "detail": "unknown command"})
+            await answer({"type": "error", "detail": "unknown command"})

@@ -28,6 +28,12 @@ class EventBus(Protocol):
         """An async context manager yielding an async iterator of events (replay first)."""
         ...
 
+    async def since(self, last_event_id: int | None) -> tuple[list[Event], int]:
+        """The events still held after `last_event_id` (none without it), and the newest id
+        this answer covers: a reader that took live events from before the call drops those
+        at or below it, and misses nothing after it."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -77,6 +83,12 @@ class InProcessEventBus:
         for subscriber in list(self._subscribers):
             subscriber.offer(stamped)
         return stamped
+
+    async def since(self, last_event_id: int | None) -> tuple[list[Event], int]:
+        newest = self._next_id - 1
+        if last_event_id is None:
+            return [], newest
+        return [event for event in self._buffer if event["event_id"] > last_event_id], newest
 
     @asynccontextmanager
     async def subscribe(

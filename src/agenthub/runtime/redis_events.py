@@ -188,28 +188,30 @@ class RedisStreamEventBus:
         finally:
             self._subscribers.discard(subscriber)
 
+    async def since(self, last_event_id: int | None) -> tuple[list[Event], int]:
+        """Without Redis, nothing to replay and no floor: live events only, as the reader
+        brings them."""
+        try:
+            if last_event_id is None:
+                newest: list[Any] = await self._redis.xrevrange(self._stream, count=1)
+                return [], _event_id(newest[0][0]) if newest else 0
+            entries: list[Any] = await self._redis.xrange(self._stream, min=f"({last_event_id}-1")
+        except RedisError:
+            return [], 0
+        replayed = [_decode(stream_id, fields) for stream_id, fields in entries]
+        return replayed, replayed[-1]["event_id"] if replayed else last_event_id
+
     async def _catch_up(self, subscriber: _StreamSubscriber, last_event_id: int | None) -> None:
         """Queue the events after `last_event_id` still in the stream ahead of the live ones
         the reader brought meanwhile; without `last_event_id`, only events newer than the
         stream's newest now. The subscriber's floor drops whatever both bring."""
-        try:
-            if last_event_id is None:
-                newest: list[Any] = await self._redis.xrevrange(self._stream, count=1)
-                replayed = []
-                floor = _event_id(newest[0][0]) if newest else 0
-            else:
-                entries: list[Any] = await self._redis.xrange(
-                    self._stream, min=f"({last_event_id}-1"
-                )
-                replayed = [_decode(stream_id, fields) for stream_id, fields in entries]
-                floor = last_event_id
-        except RedisError:
-            return  # Redis away: live events only, as the reader brings them
+        replayed, newest = await self.since(last_event_id)
         live = []
         while not subscriber.queue.empty():
             item = subscriber.queue.get_nowait()
             if item is not None:
                 live.append(item)
-        subscriber.floor = floor
+        # Replayed events raise the floor one by one; without them it starts at the newest.
+        subscriber.floor = None if replayed else newest
         for event in [*replayed, *live]:
             subscriber.offer(event)

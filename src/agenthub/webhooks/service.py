@@ -155,7 +155,7 @@ async def store_contact_messages(
     for row in stored.values():
         events.publish_after_commit(session, hub, events.new_message(row))
     for chat in created:
-        events.publish_after_commit(session, hub, events.chat_updated(_chat(chat)))
+        events.publish_after_commit(session, hub, events.chat_updated(_chat(chat), new=True))
     if buffered:
         events.wake_after_commit(session, hub)
     return [stored.get(id(arrival)) for arrival in arrivals]
