@@ -18,6 +18,12 @@ PostgreSQL and Redis, measured like (a) and (b).
   then with two; past saturation the bench stops waiting for answers `ANSWER_WAIT_SECONDS` after
   the last webhook, and between runs it waits (at most `DRAIN_SECONDS`) for the workers'
   backlog. It checks that every webhook answered 200 reached the agent, and counts duplicates.
+- Crash recovery: an agent with a 30 s timeout holds the first attempt of a few deliveries;
+  the worker holding them is SIGKILLed (its Celery main process and its pool processes at
+  once); measured is the time from the kill to each delivery's retry (same webhook-id) by the
+  other worker reaching the agent. Their leases (`AGENTHUB_DELIVERY_LEASE_SECONDS`, 5 s) are no
+  longer renewed, so they run out within a lease of the kill. `--crash-recovery-only` runs this
+  part alone (with the processes it needs).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -597,6 +604,121 @@ async def open_loop(
     }
 
 
+# --- (c3) crash recovery ----------------------------------------------------------------------
+
+CRASH_DELIVERIES = 6  # chats with a delivery in flight at the kill
+CRASH_AGENT_TIMEOUT = 30.0  # seconds: a lease of timeout + margin would hold them this long
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and its live descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sorted(tree)
+
+
+def connections_to(port: int, pids: list[int]) -> int:
+    """How many established loopback TCP connections to `port` the processes hold."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    held = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    held += target.startswith("socket:[") and target[8:-1] in inodes
+    return held
+
+
+async def crash_recovery(a: single.Server, workers: list[Worker]) -> dict[str, Any]:
+    """SIGKILL the worker holding deliveries in flight; time from the kill to their retries."""
+    killed = asyncio.Event()
+    first_seen: dict[str, float] = {}
+    retried_at: dict[str, float] = {}
+    secret: list[str] = []
+
+    async def agent(path: bytes, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        Webhook(secret[0]).verify(body, headers)
+        webhook_id = headers["webhook-id"]
+        if webhook_id in first_seen:
+            retried_at.setdefault(webhook_id, time.perf_counter())
+            return 200, b"{}"
+        first_seen[webhook_id] = time.perf_counter()
+        await killed.wait()  # held until the kill; the survivors' answers then go out
+        return 200, b"{}"
+
+    agent_server = await serve(agent)
+    agent_port = agent_server.sockets[0].getsockname()[1]
+    try:
+        async with single.admin_client(a) as http:
+            # Only this agent takes the new chats: the earlier parts' agents are gone.
+            for old in (await http.get("/auth/agents")).json():
+                await http.patch(f"/auth/agents/{old['id']}", json={"is_active": False})
+            created = await http.post(
+                "/auth/agents",
+                json={
+                    "name": "bench-crash-agent",
+                    "webhook_url": f"http://{HOST}:{agent_port}/",
+                    "buffer_time_seconds": 0,
+                    "timeout_seconds": CRASH_AGENT_TIMEOUT,
+                },
+            )
+            created.raise_for_status()
+            secret.append(created.json()["webhook_secret"])
+            channel = await single.twilio_channel(http)
+        make = webhooks_for(a, channel["id"], CRASH_DELIVERIES)
+        conn = await Connection(HOST, a.port).open()
+        for n in range(CRASH_DELIVERIES):
+            response = await conn.request(make(f"crash-{n}"))
+            assert response.status == 200, response.status
+        conn.close()
+        deadline = time.perf_counter() + 30
+        while len(first_seen) < CRASH_DELIVERIES:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"only {len(first_seen)} deliveries reached the crash agent")
+            await asyncio.sleep(0.02)
+        trees = {w.name: process_tree(w.process.pid) for w in workers if w.process is not None}
+        held = {name: connections_to(agent_port, pids) for name, pids in trees.items()}
+        victim = max(held, key=lambda name: held[name])
+        for pid in trees[victim]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed_at = time.perf_counter()
+        killed.set()
+        deadline = killed_at + CRASH_AGENT_TIMEOUT + 15
+        while len(retried_at) < held[victim] and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)  # any retry of a delivery that was not lost would show now
+    finally:
+        agent_server.close()
+    recoveries = sorted(t - killed_at for t in retried_at.values())
+    return {
+        "agent_timeout": CRASH_AGENT_TIMEOUT,
+        "in_flight": len(first_seen),
+        "on_killed_worker": held[victim],
+        "retried": len(recoveries),
+        "recovery_seconds": recoveries,
+        "killed": victim,
+    }
+
+
 # --- the whole part --------------------------------------------------------------------------
 
 
@@ -636,9 +758,20 @@ async def run(args: argparse.Namespace, workdir: Path, rates: list[float]) -> di
         await a.start([], "/readyz")
         for worker in workers:
             await worker.ready()
-        t = await throughput(args, workdir, env, a, workers, db)
-        lat = await latency(args, workdir, env, a, workers, rates, db)
+        t = lat = None
+        if not args.crash_recovery_only:
+            t = await throughput(args, workdir, env, a, workers, db)
+            lat = await latency(args, workdir, env, a, workers, rates, db)
         problems = {w.name: w.problems() for w in workers}
+        # Last: it kills a worker.
+        crash = await crash_recovery(a, workers)
+        print(
+            f"  crash recovery: SIGKILL of {crash['killed']} with {crash['on_killed_worker']} "
+            f"deliveries in flight (agent timeout {CRASH_AGENT_TIMEOUT:g} s); retried after "
+            + ", ".join(f"{s:.2f}" for s in crash["recovery_seconds"])
+            + " s",
+            flush=True,
+        )
     finally:
         a.stop()
         for worker in workers:
@@ -656,6 +789,7 @@ async def run(args: argparse.Namespace, workdir: Path, rates: list[float]) -> di
         "load_average": load_average,
         "throughput": t,
         "latency": lat,
+        "crash_recovery": crash,
         "worker_log_problems": problems,
     }
 
@@ -671,10 +805,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="redis://127.0.0.1:6379/9",
         help="(c) a Redis database index nothing else uses: it is flushed",
     )
+    parser.add_argument(
+        "--crash-recovery-only",
+        action="store_true",
+        help="(c) only the crash-recovery measurement (a worker SIGKILLed mid-delivery)",
+    )
 
 
 def report(c: dict[str, Any]) -> str:
     """The (c) section: a table with one column per number of serve processes, and notes."""
+    crash = c["crash_recovery"]
+    recoveries = crash["recovery_seconds"]
+    crash_line = (
+        f"(c) crash recovery: `agenthub worker` SIGKILLed with {crash['on_killed_worker']} of "
+        f"{crash['in_flight']} deliveries in flight (agent timeout {crash['agent_timeout']:g} s, "
+        f"lease 5 s renewed every 1.7 s): {crash['retried']} retried by the other worker, same "
+        f"webhook-id, "
+        + (
+            f"{min(recoveries):.2f}-{max(recoveries):.2f} s after the kill"
+            if recoveries
+            else "none"
+        )
+        + f" (a lease of timeout + margin held them {crash['agent_timeout'] + 5:g} s)."
+    )
+    if c["throughput"] is None:
+        return crash_line
     t, lat = c["throughput"], c["latency"]
     by = {(r["serve_processes"], r["rate"]): r for r in lat["runs"]}
     rates = sorted({r["rate"] for r in lat["runs"]}, reverse=True)
@@ -745,4 +900,5 @@ def report(c: dict[str, Any]) -> str:
         f"(c) messages delivered to the agent more than once: {lat['duplicates']}; "
         f"error lines in the worker logs: {c['worker_log_problems']}."
     )
+    lines.append(crash_line)
     return "\n".join(lines)

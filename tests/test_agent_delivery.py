@@ -681,7 +681,7 @@ async def test_an_outcome_wakes_the_runner_only_when_it_makes_work_due(settings:
         async with hub.db.transaction() as session:
             await create_due_deliveries(session, hub.clock())
             claims = await claim_due_attempts(
-                session, hub.clock(), lease_margin=hub.settings.delivery_lease_margin
+                session, hub.clock(), lease=hub.settings.delivery_lease
             )
         # By contact: the chats' external ids.
         return {c.target.chat_external_id: c for c in claims if c.target is not None}

@@ -352,7 +352,10 @@ async def test_failed_probes_do_not_use_up_the_deliverys_attempts(settings: Sett
 
 P_THRESHOLD = 2
 P_PROBE = timedelta(seconds=30)
-MAX_FLIGHT_S = 14  # under the lease (agent timeout 10 s + 5 s margin), as real attempts are
+# An attempt's lease as the heartbeat keeps it renewed while it runs (no heartbeat runs in the
+# model, so it claims with a lease this long): past the agent's 10 s timeout.
+LEASE = timedelta(seconds=15)
+MAX_FLIGHT_S = 14  # under that lease, as real attempts are (their HTTP timeout is 10 s)
 MS = timedelta(milliseconds=1)
 
 
@@ -408,9 +411,7 @@ class Model:
         before = await self.agent()
         async with self.hub.db.transaction() as session:
             await create_due_deliveries(session, now)
-            claims = await claim_due_attempts(
-                session, now, lease_margin=self.hub.settings.delivery_lease_margin
-            )
+            claims = await claim_due_attempts(session, now, lease=LEASE)
             delivery_of = {
                 d.id: d.chat_id
                 for d in await session.scalars(

@@ -52,8 +52,10 @@ from tests.scheduler import BASE, FakeClock, scheduler_hub
 pytestmark = pytest.mark.anyio
 
 MS = timedelta(milliseconds=1)
-# Attempts in flight stay under the lease (agent timeout 10 s + 5 s margin), as the HTTP
-# timeout guarantees in production; from the third attempt on, an attempt always succeeds.
+# Attempts in flight stay under the lease (the model claims for 15 s: the lease as the heartbeat
+# keeps it renewed, past the agent's 10 s timeout), as the HTTP timeout guarantees in
+# production; from the third attempt on, an attempt always succeeds.
+LEASE = timedelta(seconds=15)
 MAX_FLIGHT_MS = 14_000
 ALWAYS_SUCCEEDS_FROM_ATTEMPT = 3
 
@@ -194,9 +196,7 @@ class Simulation:
         }
         async with self.hub.db.transaction() as session:
             await create_due_deliveries(session, now)
-            claims = await claim_due_attempts(
-                session, now, lease_margin=self.hub.settings.delivery_lease_margin
-            )
+            claims = await claim_due_attempts(session, now, lease=LEASE)
         new = await self._new_deliveries(now)
         for delivery in new:
             key = (delivery.chat_id, delivery.agent_id)

@@ -95,9 +95,9 @@ async def cluster(tmp_path: Path, *, serves: int = 2, workers: int = 2) -> Async
                 redis.url(),
                 job_sweep_seconds=SWEEP_SECONDS,
                 delivery_backoff_base_seconds=0.2,
-                # A killed worker's deliveries are retried 2 s after their leases' timeout
-                # instead of 30 s: the same path, sooner.
-                delivery_lease_margin_seconds=2,
+                # A killed worker's deliveries are retried once their leases (renewed every
+                # second while the worker lives) run out: within 3 s of the kill.
+                delivery_lease_seconds=3,
                 # At most 4 connections a process: 2 serve + 4 pool processes stay far below
                 # PostgreSQL's 100, beside whatever else uses the server.
                 db_pool_size=2,
@@ -477,9 +477,10 @@ async def test_two_serves_two_workers_deliver_every_message_exactly_once_in_orde
 async def test_a_worker_killed_mid_delivery_and_a_redis_restart_lose_and_duplicate_nothing(
     tmp_path: Path,
 ) -> None:
-    """A slow agent (0.5 s per answer, timeout 2 s); one worker SIGKILLed with deliveries in
-    flight on it (their leases run out after timeout + 2 s, then another worker retries them
-    under the same id); Redis SIGKILLed and restarted empty while messages keep arriving."""
+    """A slow agent (0.5 s per answer, timeout 30 s); one worker SIGKILLed with deliveries in
+    flight on it (their leases, renewed while it lived, run out within 3 s of the kill, not
+    after the timeout; then another worker retries them under the same id); Redis SIGKILLed and
+    restarted empty while messages keep arriving."""
     chats = 20
     async with (
         asyncio.timeout(120),
@@ -487,11 +488,12 @@ async def test_a_worker_killed_mid_delivery_and_a_redis_restart_lose_and_duplica
         cluster(tmp_path) as hub,
         httpx2.AsyncClient(timeout=15) as http,
     ):
-        world = await _setup(hub, http, agent, timeout=2)
+        world = await _setup(hub, http, agent, timeout=30)
         async with Dashboard(hub.serves[0], world.token) as dashboard:
             # 1. Messages to every chat; kill a worker while it has requests at the agent.
             await _send(world, range(chats), 2)
             killed, in_flight_on_killed = await _kill_with_requests_in_flight(hub.workers, agent)
+            killed_at = time.monotonic()
             assert in_flight_on_killed
 
             # 2. More messages with one worker left.
@@ -528,6 +530,8 @@ async def test_a_worker_killed_mid_delivery_and_a_redis_restart_lose_and_duplica
                 retried = [r for r in agent.deliveries() if r.delivery_id == delivery_id]
                 assert len(retried) >= 2 and retried[-1].succeeded
                 assert attempts[delivery_id] >= 2
+                # Within about the lease (3 s) of the kill: nowhere near the 30 s timeout.
+                assert retried[1].started_at - killed_at < 3 + 3, retried[1].started_at - killed_at
 
             phase4 = {
                 f"{key}/m05" for key in world.posted

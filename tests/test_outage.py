@@ -71,7 +71,7 @@ def test_a_database_cut_loses_and_duplicates_nothing(tmp_path: Path) -> None:
             proxied = target.set(port=proxy.port).render_as_string(hide_password=False)
             env = hub_env(
                 proxied,
-                delivery_lease_margin_seconds=1,
+                delivery_lease_seconds=1,
                 job_sweep_seconds=0.2,
                 delivery_backoff_base_seconds=0.2,
             )
@@ -170,7 +170,7 @@ def test_a_redis_cut_on_serve_processes_loses_and_duplicates_nothing(tmp_path: P
             TcpProxy(redis.port) as proxy,
         ):
             upgrade_database(url)
-            settings = {"delivery_lease_margin_seconds": 1, "job_sweep_seconds": 0.2}
+            settings = {"delivery_lease_seconds": 1, "job_sweep_seconds": 0.2}
             serve_env = hub_env(url, f"redis://127.0.0.1:{proxy.port}/0", **settings)
             worker_env = hub_env(url, redis.url(0), **settings)
             serve = ServeProcess("serve", serve_env, tmp_path)

@@ -342,9 +342,8 @@ class ReplaySim:
     async def poll(self) -> None:
         async with self.hub.db.transaction() as session:
             await create_due_deliveries(session, self.clock.now)
-            claims = await claim_due_attempts(
-                session, self.clock.now, lease_margin=self.hub.settings.delivery_lease_margin
-            )
+            # The lease as the heartbeat keeps it while the attempt runs: past the 10 s timeout.
+            claims = await claim_due_attempts(session, self.clock.now, lease=timedelta(seconds=15))
         await self._observe_new()
         for claim in claims:
             pair = self.pairs[self.chat_of[claim.delivery_id]]

@@ -78,6 +78,9 @@ pytestmark = pytest.mark.anyio
 MS = timedelta(milliseconds=1)
 CONTACT = "+15550001234"
 TIMEOUT_SECONDS = 10
+# An attempt's lease as the heartbeat of the process running it keeps it renewed: past the
+# agent's timeout (no heartbeat runs here, so the model claims with a lease this long).
+LEASE = timedelta(seconds=TIMEOUT_SECONDS + 5)
 MAX_ATTEMPTS = 3  # the third attempt's failure is final: the chat needs a human
 BACKOFF_BASE_SECONDS = 1.0
 
@@ -338,10 +341,9 @@ class Simulation:
 
     async def runner_pass(self) -> list[ClaimedAttempt]:
         now = self.clock.now
-        margin = self.hub.settings.delivery_lease_margin
         async with self.hub.db.transaction() as session:
             await create_due_deliveries(session, now)
-            claims = await claim_due_attempts(session, now, lease_margin=margin)
+            claims = await claim_due_attempts(session, now, lease=LEASE)
         leased = self.leased()
         # An attempt lost while its link was paused ends once its lease has run out: the pass
         # cancels its delivery rather than starting an attempt for a paused agent.
@@ -359,7 +361,7 @@ class Simulation:
                 self.lost.remove(lost[claim.delivery_id])
                 event("a lost attempt's delivery was claimed again")
             assert agent.state == ACTIVE, f"an attempt started for a link {agent.state}"
-            lease = now + timedelta(seconds=TIMEOUT_SECONDS) + margin
+            lease = now + LEASE
             self.inflight.append(InFlight(claim, agent, lease))
         return claims
 

@@ -24,6 +24,7 @@ from agenthub.settings import Settings
 
 if TYPE_CHECKING:
     from agenthub.auth.throttle import LoginThrottle
+    from agenthub.delivery.leases import LeaseHeartbeat
     from agenthub.realtime.fanout import Fanout
     from agenthub.webhooks.intake import WebhookIntake
 
@@ -117,6 +118,13 @@ class Hub:
         from agenthub.webhooks.intake import WebhookIntake
 
         return WebhookIntake(self)
+
+    @cached_property
+    def lease_heartbeat(self) -> LeaseHeartbeat:
+        """Renews the leases of this process's attempts in flight (`delivery/leases.py`)."""
+        from agenthub.delivery.leases import LeaseHeartbeat
+
+        return LeaseHeartbeat(self)
 
     @cached_property
     def fanout(self) -> Fanout:

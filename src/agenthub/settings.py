@@ -62,12 +62,13 @@ class Settings(BaseSettings):
     agent_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Attempts keep the excerpt of the agent's answer this long (then it is dropped).
     attempt_retention_days: int = Field(default=30, ge=1)
-    # An attempt's lease lasts the agent's timeout plus this margin (the attempt itself never
-    # outlasts the timeout; the margin is for recording its outcome). When a process dies
-    # mid-delivery, the delivery is retried (same webhook-id) once the lease runs out: within
-    # the timeout + 5 s. A lease that runs out while the outcome is still being recorded costs
-    # a second POST of the same delivery, never a second recorded reply.
-    delivery_lease_margin_seconds: float = Field(default=5.0, ge=1)
+    # An attempt in flight holds a lease on its delivery this long, renewed every third of it
+    # by the process running the attempt (`delivery/leases.py`) until its outcome is recorded.
+    # When that process dies mid-delivery, the delivery is retried (same webhook-id) once the
+    # lease runs out: within this many seconds of the death, whatever the agent's timeout. A
+    # process that cannot renew for a whole lease (its database away, its event loop stalled)
+    # may see the attempt made again, never a second recorded reply.
+    delivery_lease_seconds: float = Field(default=5.0, ge=0.3)
     outbound_max_attempts: int = Field(default=5, ge=1, le=50)
     # The job runner looks for due work at least this often, whatever it was told.
     job_sweep_seconds: float = Field(default=1.0, gt=0)
@@ -96,8 +97,8 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
 
     @property
-    def delivery_lease_margin(self) -> timedelta:
-        return timedelta(seconds=self.delivery_lease_margin_seconds)
+    def delivery_lease(self) -> timedelta:
+        return timedelta(seconds=self.delivery_lease_seconds)
 
     @property
     def is_sqlite(self) -> bool:

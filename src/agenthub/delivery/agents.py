@@ -6,8 +6,10 @@ The lifecycle of a contact message for one agent:
 2. `create_due_deliveries` turns a due buffer into one `AgentDelivery` holding the message ids
    after the link's `delivered_seq` — unless a delivery for that (chat, agent) is still pending,
    which keeps deliveries sequential and in order.
-3. `claim_due_attempts` leases due deliveries; `attempt_delivery` POSTs outside any transaction
-   and records the outcome only if its lease is still the current one, so a reply is stored once.
+3. `claim_due_attempts` leases due deliveries for `AGENTHUB_DELIVERY_LEASE_SECONDS`, which the
+   process running the attempt keeps renewing until its outcome is recorded (`leases.py`);
+   `attempt_delivery` POSTs outside any transaction and records the outcome only if the
+   delivery is still on this attempt, so a reply is stored once.
    Of an agent the health breaker holds (`health.py`), only one probe at a time is claimed.
 4. A failed delivery may be run again (`replay.py`). While a (chat, agent) has several pending
    deliveries, only one is due; the others wait, with no next attempt time, and the next one
@@ -235,11 +237,12 @@ async def claim_due_attempts(
     session: AsyncSession,
     now: datetime,
     *,
-    lease_margin: timedelta,
+    lease: timedelta,
     limit: int = 50,
 ) -> list[ClaimedAttempt]:
-    """Lease due deliveries for one attempt each (for the agent's timeout + `lease_margin`);
-    a crashed attempt's lease simply expires. Of an unavailable agent's, only its probe."""
+    """Lease due deliveries for one attempt each, for `lease` (the heartbeat of the process
+    that runs the attempt renews it: `leases.py`); a crashed attempt's lease simply runs out.
+    Of an unavailable agent's, only its probe."""
     rows = (await session.execute(_DUE_ATTEMPTS, {"b_now": now, "b_limit": limit})).all()
     paused = [row.id for row in rows if not row.link_active]
     if paused:
@@ -249,7 +252,7 @@ async def claim_due_attempts(
             _CANCEL, [{"b_id": delivery_id, "b_now": now} for delivery_id in paused]
         )
         rows = [row for row in rows if row.link_active]
-    rows, probes = await health.take_probes(session, rows, now, lease_margin)
+    rows, probes = await health.take_probes(session, rows, now, lease)
     if not rows:
         return []
     await session.execute(
@@ -258,7 +261,7 @@ async def claim_due_attempts(
             {
                 "b_id": row.id,
                 "b_attempt": row.attempt_count + 1,
-                "b_until": now + timedelta(seconds=row.timeout_seconds) + lease_margin,
+                "b_until": now + lease,
             }
             for row in rows
         ],
@@ -308,7 +311,18 @@ async def prepare_attempts(
 
 
 async def attempt_delivery(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDelivery) -> None:
-    """POST one attempt to the agent and record what happened."""
+    """POST one attempt to the agent and record what happened; the process's heartbeat keeps
+    the attempt's lease until then."""
+    heartbeat = hub.lease_heartbeat
+    heartbeat.hold(claim)
+    try:
+        await _attempt(hub, claim, prepared)
+    finally:
+        # Recorded (or lost: the lease runs out and the delivery is attempted again).
+        heartbeat.release(claim)
+
+
+async def _attempt(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDelivery) -> None:
     target = prepared.target
     # Before the POST, awaited: the in-process bus only queues it, Redis takes one round trip,
     # and it must reach dashboards before the `agent_done` the outcome raises.

@@ -35,13 +35,12 @@ async def run_due_work(hub: Hub, now: datetime, *, wait: bool = False) -> dateti
     that makes something due sooner (a retry, messages that arrived in flight, a reply to
     send) wakes the runner itself. In-process, the leases just taken count (should a call
     never record its outcome, its work resumes when the lease runs out); with `wait=True`
-    they do not: the calls are over when this returns."""
+    they do not: the calls are over when this returns. Either way, each attempt's lease is
+    renewed by the process's heartbeat while it runs (`leases.py`)."""
     await purge_now_and_then(hub, now)
     async with hub.db.transaction() as session:
         await create_due_deliveries(session, now)
-        claims = await claim_due_attempts(
-            session, now, lease_margin=hub.settings.delivery_lease_margin
-        )
+        claims = await claim_due_attempts(session, now, lease=hub.settings.delivery_lease)
         attempts = await prepare_attempts(session, hub, claims)
         sends = await claim_due_sends(session, now)
         next_due = await next_work_time(

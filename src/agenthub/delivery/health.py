@@ -7,7 +7,8 @@ the count; cancelled and dropped outcomes count for nothing). At
 - The claim query takes none of its deliveries but one: its oldest due delivery, once
   `next_probe_at` has come (`claimable`). The probe is won with a conditional UPDATE of the
   agent row (`take_probes`), so two workers never probe the same agent at once. Until the
-  probe is recorded the next one waits for its lease; then it is due
+  probe is recorded the next one waits for its lease (which the heartbeat of the process
+  running the probe renews, `leases.py`, along with `next_probe_at`); then it is due
   `AGENTHUB_AGENT_PROBE_SECONDS` after the probe started. The next-due-time query counts the
   probe time, not the waiting deliveries, so a runner does not spin on them.
 - A probe is an attempt of its delivery (same webhook-id, counted in `attempt_count`, which
@@ -133,18 +134,19 @@ _WIN_PROBE = (
 
 
 async def take_probes(
-    session: AsyncSession, rows: Sequence[Any], now: datetime, lease_margin: timedelta
+    session: AsyncSession, rows: Sequence[Any], now: datetime, lease: timedelta
 ) -> tuple[list[Any], set[str]]:
     """Of the claim query's rows, those to attempt, and which of them are probes. A probe row
     is kept only if this transaction moved its agent's probe time on (on PostgreSQL another
     worker may have just done so: then the row is left alone). Until the probe is recorded,
-    the next one waits for its lease to run out: one probe at a time, even a lost one."""
+    the next one waits for its lease to run out (renewed while the probe is in flight, by
+    `leases.LeaseHeartbeat`): one probe at a time, even a lost one."""
     kept, probes = [], set()
     for row in rows:
         if row.health_state == HEALTHY:
             kept.append(row)
             continue
-        lease_end = now + timedelta(seconds=row.timeout_seconds) + lease_margin
+        lease_end = now + lease
         won = await session.execute(
             _WIN_PROBE, {"b_id": row.agent_id, "b_now": now, "b_next": lease_end}
         )

@@ -10,6 +10,9 @@ away crashed its consumer in kombu (`restore_unacked`) and took no more tasks.
 
 Celery cannot run `async def` tasks, so each worker process keeps one event loop and one Hub for
 its whole life (created at `worker_process_init`), and task bodies run the async handlers on it.
+A pass waits for the attempts it starts (`run_due_work(wait=True)`), so the heartbeat that renews
+their leases (`delivery/leases.py`, one per Hub, so per pool process) runs on that loop while
+they do; between tasks nothing is in flight and nothing needs renewing.
 """
 
 from __future__ import annotations
