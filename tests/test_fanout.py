@@ -122,6 +122,26 @@ async def test_frames_are_built_once_per_event_and_written_directly(
     assert frames.text_frame.cache_info().currsize == 0
 
 
+async def test_events_that_queued_meanwhile_go_to_each_socket_in_one_write(
+    live: str, hub: Hub, admin: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+    write = frames.DirectFrames.write
+
+    def counting(self: frames.DirectFrames, texts: list[str]) -> bool:
+        writes.append(len(texts))
+        return write(self, texts)
+
+    monkeypatch.setattr(frames.DirectFrames, "write", counting)
+    async with socket_of(live, admin.token) as one, socket_of(live, admin.token) as two:
+        await _until_registered(hub, 2)
+        for n in range(5):  # no await gives the fan-out a turn in between
+            await hub.events.publish(event(n))
+        for ws in (one, two):
+            assert [f["n"] for f in await frames_until(ws, 5)] == list(range(5))
+    assert writes == [5, 5]
+
+
 async def _until_registered(hub: Hub, count: int) -> None:
     """Until `count` sockets are live in the fan-out (their catch-up done)."""
     async with asyncio.timeout(TIMEOUT):

@@ -4,6 +4,7 @@ A subscriber per socket (a queue and a task each, every task woken for every eve
 than the write itself once a process held a thousand dashboards. Instead `Fanout` reads the bus
 once and, for each event, walks its sockets in a plain loop: each `Client` says at once what
 the event becomes for it (usually a text every socket shares) and writes it there and then.
+Events that queued while a round was going out go round together, one write per socket.
 
 A client gets a task of its own only while it needs one: for a step that has to wait (a replay
 after `last_event_id`, re-checking its token, looking up a read marker) or while its connection
@@ -70,13 +71,16 @@ async def _finish(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
 
 class Client:
     """A socket as the fan-out sees it. Subclasses give `decide` (what an event becomes,
-    without waiting), `handle` (the same when it may wait) and `send_text`."""
+    without waiting), `handle` (the same when it may wait), `send_text` and `close`, and may
+    give `write_now`."""
 
     backlog_limit = 1000
 
     def __init__(self) -> None:
-        # A new client waits for its catch-up (`start`): until then events only queue.
-        self._backlog: deque[Event] | None = deque()
+        # Events waiting behind a step that waits, each with whether it was admitted (checked
+        # against the floor) yet. A new client waits for its catch-up (`start`): until then
+        # events only queue, unadmitted, as the floor is not known.
+        self._backlog: deque[tuple[Event, bool]] | None = deque()
         self._task: asyncio.Task[None] | None = None
         self._overflowed = False
         self.closed = False
@@ -96,8 +100,9 @@ class Client:
     async def send_text(self, text: str) -> None:
         raise NotImplementedError
 
-    def write_now(self, text: str) -> bool:
-        """Send `text` without waiting if the client can (False: `send_text` it instead)."""
+    def write_now(self, texts: list[str]) -> bool:
+        """Send `texts` at once, without waiting, if the client can (False: `send_text` them
+        one by one instead)."""
         return False
 
     async def close(self, code: int) -> None:
@@ -110,26 +115,31 @@ class Client:
         meanwhile, skipping anything at or below `floor`: the socket is live."""
         self._run_later(self._replay(replayed, floor))
 
-    def offer(self, event: Event) -> None:
+    def offer(self, events: list[Event]) -> None:
+        """Events in bus order: what they become is sent now, in one write where the socket
+        allows it; from the first that needs a step that waits, the rest queue behind it."""
         if self.closed:
             return
         if self._backlog is not None:
-            if len(self._backlog) >= self.backlog_limit:
-                self._overflowed = True
-                self._backlog.clear()
-            elif not self._overflowed:
-                self._backlog.append(event)
+            self._queue(events, admitted=False)
             return
-        if not self._admit(event):
-            return
+        texts: list[str] = []
         try:
-            outcome = self.decide(event)
-            if outcome is LATER:
-                self._run_later(self._handle(event))
-            elif isinstance(outcome, str) and not self.write_now(outcome):
-                pending = run_eagerly(self.send_text(outcome))
-                if pending is not None:
-                    self._run_later(pending)
+            for index, event in enumerate(events):
+                if not self._admit(event):
+                    continue
+                outcome = self.decide(event)
+                if isinstance(outcome, str):
+                    texts.append(outcome)
+                elif outcome is LATER:
+                    self._write(texts)
+                    if self._backlog is None:
+                        self._run_later(self._handle(event))
+                    else:  # the write itself has to wait: this event waits behind it
+                        self._queue([event], admitted=True)
+                    self._queue(events[index + 1 :], admitted=False)
+                    return
+            self._write(texts)
         except Exception:  # the socket went away under us: its reader ends it
             log.debug("dropping a WebSocket client", exc_info=True)
             self.closed = True
@@ -158,6 +168,27 @@ class Client:
         self.floor = event_id
         return True
 
+    def _queue(self, events: list[Event], *, admitted: bool) -> None:
+        assert self._backlog is not None
+        if self._overflowed:
+            return
+        if len(self._backlog) + len(events) > self.backlog_limit:
+            self._overflowed = True  # `_drain` closes the socket with 1013
+            self._backlog.clear()
+            return
+        self._backlog.extend((event, admitted) for event in events)
+
+    def _write(self, texts: list[str]) -> None:
+        if not texts or self.write_now(texts):
+            return
+        pending = run_eagerly(self._send_each(texts))
+        if pending is not None:
+            self._run_later(pending)
+
+    async def _send_each(self, texts: list[str]) -> None:
+        for text in texts:
+            await self.send_text(text)
+
     def _run_later(self, first: Awaitable[None]) -> None:
         if self._backlog is None:
             self._backlog = deque()
@@ -178,8 +209,8 @@ class Client:
         try:
             await first
             while self._backlog and not self._overflowed:
-                event = self._backlog.popleft()
-                if self._admit(event):
+                event, admitted = self._backlog.popleft()
+                if admitted or self._admit(event):
                     await self._handle(event)
             if self._overflowed:
                 # Fell too far behind: the client reconnects with its last_event_id.
@@ -221,9 +252,12 @@ class Fanout:
     async def _read(self) -> None:
         async with self._bus.subscribe() as stream:
             async for event in stream:
-                # A copy: a client may leave while the event goes round.
+                # With whatever queued meanwhile: the further behind, the more events each
+                # socket gets per write.
+                events = [event, *stream.ready()]
+                # A copy: a client may leave while the events go round.
                 for client in list(self._clients):
-                    client.offer(event)
+                    client.offer(events)
         # The bus stopped or cut this reader off (the process could not keep up): every
         # client reconnects and catches up from its last event id.
         for client in list(self._clients):

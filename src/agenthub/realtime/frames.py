@@ -66,8 +66,8 @@ class DirectFrames:
             return None
         return cls(protocol)
 
-    def write(self, text: str) -> bool:
-        """Write `text` as a frame now; False when it must go through ASGI instead."""
+    def write(self, texts: list[str]) -> bool:
+        """Write `texts` as frames, in one write; False when they must go through ASGI."""
         protocol = self._protocol
         if (
             protocol.close_sent
@@ -76,5 +76,8 @@ class DirectFrames:
             or protocol.transport.is_closing()
         ):
             return False
-        protocol.transport.write(text_frame(text))
+        if len(texts) == 1:
+            protocol.transport.write(text_frame(texts[0]))
+        else:
+            protocol.transport.write(b"".join(map(text_frame, texts)))
         return True

@@ -85,8 +85,8 @@ class _Dashboard(Client):
     async def send_text(self, text: str) -> None:
         await self.websocket.send_text(text)
 
-    def write_now(self, text: str) -> bool:
-        return self.direct is not None and self.direct.write(text)
+    def write_now(self, texts: list[str]) -> bool:
+        return self.direct is not None and self.direct.write(texts)
 
     async def close(self, code: int) -> None:
         await self.websocket.close(code=code)

@@ -39,7 +39,7 @@ class EventBus(Protocol):
     async def stop(self) -> None: ...
 
 
-class _Subscriber:
+class Subscriber:
     def __init__(self, max_queue: int) -> None:
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(max_queue)
         self.overflowed = False
@@ -52,18 +52,33 @@ class _Subscriber:
             # last_event_id) rather than stalling every other dashboard.
             self.overflowed = True
 
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while not self.overflowed:
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> Event:
+        if not self.overflowed:
             event = await self.queue.get()
+            if event is not None:
+                return event
+        raise StopAsyncIteration
+
+    def ready(self) -> list[Event]:
+        """The events already queued, without waiting: a reader that fell behind takes them
+        all at once (the WebSocket fan-out then writes them to each socket in one go)."""
+        events: list[Event] = []
+        while not self.overflowed and not self.queue.empty():
+            event = self.queue.get_nowait()
             if event is None:
-                return
-            yield event
+                self.overflowed = True  # the bus stopped: end after these
+                break
+            events.append(event)
+        return events
 
 
 class InProcessEventBus:
     def __init__(self, buffer_size: int = 1000, subscriber_queue: int = 1000) -> None:
         self._buffer: deque[Event] = deque(maxlen=buffer_size)
-        self._subscribers: set[_Subscriber] = set()
+        self._subscribers: set[Subscriber] = set()
         self._next_id = 1
         self._subscriber_queue = subscriber_queue
 
@@ -91,10 +106,8 @@ class InProcessEventBus:
         return [event for event in self._buffer if event["event_id"] > last_event_id], newest
 
     @asynccontextmanager
-    async def subscribe(
-        self, last_event_id: int | None = None
-    ) -> AsyncIterator[AsyncIterator[Event]]:
-        subscriber = _Subscriber(self._subscriber_queue)
+    async def subscribe(self, last_event_id: int | None = None) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(self._subscriber_queue)
         # Replay and registration happen without an await in between: no event slips through.
         if last_event_id is not None:
             for event in self._buffer:
@@ -102,6 +115,6 @@ class InProcessEventBus:
                     subscriber.offer(event)
         self._subscribers.add(subscriber)
         try:
-            yield subscriber.__aiter__()
+            yield subscriber
         finally:
             self._subscribers.discard(subscriber)

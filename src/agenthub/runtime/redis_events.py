@@ -28,7 +28,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from agenthub.runtime.events import Event, _Subscriber
+from agenthub.runtime.events import Event, Subscriber
 
 log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_SECONDS = 2.0
@@ -56,7 +56,7 @@ def _decode(stream_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
     return event
 
 
-class _StreamSubscriber(_Subscriber):
+class _StreamSubscriber(Subscriber):
     """Takes only events newer than the last it took: the replay and the live reader may both
     bring an event around the seam, and a new subscriber must not get events older than itself."""
 
@@ -97,7 +97,7 @@ class RedisStreamEventBus:
         self._counter = f"{stream}:last_id"
         self._buffer_size = buffer_size
         self._subscriber_queue = subscriber_queue
-        self._subscribers: set[_Subscriber] = set()
+        self._subscribers: set[Subscriber] = set()
         self._reader: asyncio.Task[None] | None = None
         self._last_seen = "$"
 
@@ -177,14 +177,12 @@ class RedisStreamEventBus:
         return last.decode() if isinstance(last, bytes) else str(last)
 
     @asynccontextmanager
-    async def subscribe(
-        self, last_event_id: int | None = None
-    ) -> AsyncIterator[AsyncIterator[Event]]:
+    async def subscribe(self, last_event_id: int | None = None) -> AsyncIterator[Subscriber]:
         subscriber = _StreamSubscriber(self._subscriber_queue)
         self._subscribers.add(subscriber)
         try:
             await self._catch_up(subscriber, last_event_id)
-            yield subscriber.__aiter__()
+            yield subscriber
         finally:
             self._subscribers.discard(subscriber)
 
