@@ -573,11 +573,14 @@ async def run(args: argparse.Namespace) -> None:
         for rate in rates if args.only in (None, "latency") else []:
             print(f"(b) latency: {rate:g} msg/s for {args.latency_seconds:g} s", flush=True)
             bs.append(await latency(args, prefix, workdir, rate))
-        c = None
+        c = cpu_rows = None
         if args.only in (None, "multiprocess") and not args.no_multiprocess:
             from bench import multiprocess
 
-            c = await multiprocess.run(args, workdir, rates)
+            if args.cpu_per_message:
+                cpu_rows = await multiprocess.cpu_per_message(args, workdir, rates)
+            else:
+                c = await multiprocess.run(args, workdir, rates)
         d = None
         if args.only == "inbox" or (args.only is None and not args.no_inbox):
             from bench import inbox
@@ -605,6 +608,11 @@ async def run(args: argparse.Namespace) -> None:
 
         print()
         print(multiprocess.report(c))
+    if cpu_rows:
+        from bench import multiprocess
+
+        print()
+        print(multiprocess.cpu_report(cpu_rows))
     if d is not None:
         from bench import inbox
 
@@ -628,6 +636,7 @@ async def run(args: argparse.Namespace) -> None:
                     "throughput": a,
                     "latency": bs,
                     "multiprocess": c,
+                    "cpu_per_message": cpu_rows,
                     "inbox": d,
                     "console": e,
                     "websocket": f,

@@ -810,6 +810,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="(c) only the crash-recovery measurement (a worker SIGKILLed mid-delivery)",
     )
+    parser.add_argument(
+        "--cpu-per-message",
+        action="store_true",
+        help="(c) only: CPU per delivered message, in-process serve against serve + workers",
+    )
 
 
 def report(c: dict[str, Any]) -> str:
@@ -901,4 +906,176 @@ def report(c: dict[str, Any]) -> str:
         f"error lines in the worker logs: {c['worker_log_problems']}."
     )
     lines.append(crash_line)
+    return "\n".join(lines)
+
+
+# --- (c4) CPU per delivered message, in-process against Celery ---------------------------------
+
+CPU_RUN_SECONDS = 8.0  # of open-loop load per rate and mode (after a 1 s unmeasured ramp)
+CPU_SETTLE_SECONDS = 15.0  # at most, after a run, for every accepted message to reach the agent
+
+
+async def cpu_per_message(args: argparse.Namespace, workdir: Path, rates: list[float]) -> Any:
+    """The same load, database and agent stub in both job runtimes, and the CPU all the hub's
+    processes used per message delivered: (i) one `agenthub serve` in-process (no Redis) on
+    PostgreSQL; (ii) one serve (Celery wake-ups, Redis events) beside two `agenthub worker`s
+    as in (c). The agent (buffer 0) answers `200 {}`, as in (c). CPU is counted from the
+    first webhook of a run until every accepted message has reached the agent."""
+    if not reachable(args.postgres_url, 5432) or not reachable(args.redis_url, 6379):
+        print("(c) CPU per message skipped: PostgreSQL or Redis is not reachable", flush=True)
+        return None
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    print("(c) CPU per delivered message: in-process serve against serve + 2 workers", flush=True)
+    db = ScratchDatabase(args.postgres_url)
+    store = redis.Redis.from_url(args.redis_url)
+    db.create()
+    store.flushdb()
+    celery_env = hub_env(db.url, args.redis_url)
+    inproc_env = {k: v for k, v in celery_env.items() if k != "AGENTHUB_REDIS_URL"}
+    agent_seen: dict[str, float] = {}
+    secret: list[str] = []
+
+    async def agent(path: bytes, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        now = time.perf_counter()
+        payload = Webhook(secret[0]).verify(body, headers)
+        new_ids = set(payload["new_message_ids"])
+        for message in payload["messages"]:
+            if message["id"] in new_ids:
+                agent_seen.setdefault(message["content"], now)
+        return 200, b"{}"
+
+    agent_server = await serve(agent)
+    agent_port = agent_server.sockets[0].getsockname()[1]
+    rows: list[dict[str, Any]] = []
+    channel_id = token = ""
+    try:
+        migrate = subprocess.run(
+            [single.AGENTHUB, "migrate"], env=clean_env(inproc_env), capture_output=True
+        )
+        if migrate.returncode != 0:
+            raise SystemExit(f"agenthub migrate failed:\n{migrate.stdout.decode()}")
+        for mode in ("in-process", "celery"):
+            env = celery_env if mode == "celery" else inproc_env
+            workers = (
+                [Worker(f"cpu-worker-{i}", workdir, env) for i in (1, 2)]
+                if mode == "celery"
+                else []
+            )
+            server = serve_process(workdir, f"cpu-serve-{mode}", env)
+            try:
+                for worker in workers:
+                    worker.start()
+                await server.start([], "/readyz")
+                for worker in workers:
+                    await worker.ready()
+                async with single.admin_client(server) as http:
+                    token = http.headers["Authorization"].split()[1]
+                    if not secret:
+                        secret.append(await single.stub_agent(http, agent_port))
+                        channel_id = (await single.twilio_channel(http))["id"]
+                load_average = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                # Unmeasured warm-up: the chats, the first passes in every process.
+                warm = argparse.Namespace(**{**vars(args), "latency_seconds": 2.0})
+                await open_loop(warm, 10.0, [server], channel_id, token, f"w{mode}-", agent_seen)
+                await asyncio.sleep(1.0)
+                pids = {"serve": [pid_of(server)]}
+                if workers:
+                    pids["workers"] = [w.process.pid for w in workers if w.process is not None]
+                for rate in sorted(rates):
+                    tag = f"cpu-{mode}-{rate:g}-"
+                    meter = CpuMeter(pids)
+                    run_args = argparse.Namespace(
+                        **{**vars(args), "latency_seconds": CPU_RUN_SECONDS}
+                    )
+                    counts0 = activity(db, store)
+                    meter.start()
+                    run = await open_loop(
+                        run_args, rate, [server], channel_id, token, tag, agent_seen
+                    )
+                    accepted = run.pop("accepted_names")
+                    deadline = time.perf_counter() + CPU_SETTLE_SECONDS
+                    while time.perf_counter() < deadline and any(
+                        name not in agent_seen for name in accepted
+                    ):
+                        await asyncio.sleep(0.05)
+                    cpu = meter.stop()
+                    await asyncio.sleep(0.6)  # PostgreSQL's counters lag a little
+                    counts = {k: v - counts0[k] for k, v in activity(db, store).items()}
+                    delivered = sum(name in agent_seen for name in accepted)
+                    per = {
+                        group: cpu[f"{group}_cpu_s"] * 1000 / max(1, delivered) for group in pids
+                    }
+                    row = {
+                        "mode": mode,
+                        "rate": rate,
+                        "sent": run["total"],
+                        "accepted": len(accepted),
+                        "delivered": delivered,
+                        "cpu_ms": per,
+                        "total_ms": sum(per.values()),
+                        "agent_p50": run["agent"]["p50"],
+                        "agent_p99": run["agent"]["p99"],
+                        "machine_busy": cpu["machine_busy"],
+                        "load_average": load_average,
+                        "per_message": {k: v / max(1, delivered) for k, v in counts.items()},
+                    }
+                    rows.append(row)
+                    print(
+                        f"  {mode:10} {rate:5g} msg/s  delivered {delivered}/{run['total']}  "
+                        + "  ".join(f"{g} {v:.2f}" for g, v in per.items())
+                        + f"  = {row['total_ms']:.2f} CPU ms/message  agent p50/p99 "
+                        f"{row['agent_p50']:.1f}/{row['agent_p99']:.1f} ms  machine busy "
+                        f"{row['machine_busy']:.0%}  load {load_average}  per message: "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in row["per_message"].items()),
+                        flush=True,
+                    )
+                    load_average = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            finally:
+                server.stop()
+                for worker in workers:
+                    worker.stop()
+    finally:
+        agent_server.close()
+        try:
+            db.drop()
+        finally:
+            store.flushdb()
+            store.close()
+    return rows
+
+
+def activity(db: ScratchDatabase, store: redis.Redis) -> dict[str, float]:
+    """Counters so far: PostgreSQL transactions on the scratch database, and Redis commands
+    (LPUSH: Celery tasks sent; BRPOP: fetches by the workers; XADD: events published)."""
+    with psycopg.connect(db.admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (db.name,),
+        ).fetchone()
+    stats = store.info("commandstats")
+    counts = {"transactions": float(row[0]) if row else 0.0}
+    for command in ("lpush", "brpop", "xadd"):
+        counts[command] = float(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+    return counts
+
+
+def cpu_report(rows: list[dict[str, Any]]) -> str:
+    base = {r["rate"]: r["total_ms"] for r in rows if r["mode"] == "in-process"}
+    lines = [
+        "| mode | rate, msg/s | delivered | CPU ms/message: serve | workers | total "
+        "| ratio to in-process | per message: Celery tasks sent, DB transactions "
+        "| agent p50 / p99, ms | load average before |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["rate"], r["mode"] != "in-process")):
+        workers = r["cpu_ms"].get("workers")
+        lines.append(
+            f"| {r['mode']} | {r['rate']:g} | {r['delivered']}/{r['sent']} "
+            f"| {r['cpu_ms']['serve']:.2f} | "
+            + (f"{workers:.2f}" if workers is not None else "-")
+            + f" | {r['total_ms']:.2f} | {r['total_ms'] / base[r['rate']]:.2f} x "
+            f"| {r['per_message']['lpush']:.2f}, {r['per_message']['transactions']:.2f} "
+            f"| {r['agent_p50']:.1f} / {r['agent_p99']:.1f} | {r['load_average']} |"
+        )
     return "\n".join(lines)

@@ -362,3 +362,36 @@ async def wait_until(
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(interval)
+
+
+# --- typing indicators and read receipts --------------------------------------------------------
+
+TELEGRAM_CHAT_ACTION_PATH = r"/bot[^/]+/sendChatAction"
+GRAPH_MESSAGES_PATH = r"/v[0-9.]+/[^/]+/messages"
+TWILIO_TYPING_PATH = r"/v2/Indicators/Typing\.json"
+WHAPI_PRESENCE_PATH = r"/presences/[^/]+"
+
+
+def add_typing_routes(fake: FakePlatform) -> FakePlatform:
+    """Answer the platforms' typing and read calls as they do: Bot API `sendChatAction` →
+    `{"ok": true, "result": true}`; Graph `status: read` (with or without `typing_indicator`) →
+    `{"success": true}` (other Graph sends get a fresh wamid); Twilio's typing indicator →
+    `{"success": true}`; WHAPI `PUT /presences/{ChatID}` → `{"success": true}`."""
+
+    def chat_action(request: Recorded, groups: dict[str, str]) -> Reply:
+        return Reply(200, json={"ok": True, "result": True})
+
+    def graph_messages(request: Recorded, groups: dict[str, str]) -> Reply:
+        if request.json.get("status") == "read":
+            return Reply(200, json={"success": True})
+        wamid = "wamid." + secrets.token_hex(8)
+        return Reply(200, json={"messaging_product": "whatsapp", "messages": [{"id": wamid}]})
+
+    def success(request: Recorded, groups: dict[str, str]) -> Reply:
+        return Reply(200, json={"success": True})
+
+    fake.route("POST", TELEGRAM_CHAT_ACTION_PATH, chat_action)
+    fake.route("POST", GRAPH_MESSAGES_PATH, graph_messages)
+    fake.route("POST", TWILIO_TYPING_PATH, success)
+    fake.route("PUT", WHAPI_PRESENCE_PATH, success)
+    return fake

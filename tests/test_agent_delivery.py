@@ -26,6 +26,7 @@ from sqlalchemy import select
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from agenthub.hub import Hub
+from agenthub.platforms import get_adapter
 from agenthub.security import new_webhook_secret
 from agenthub.settings import Settings
 from tests.agent_server import (
@@ -246,6 +247,8 @@ async def test_delivery_matches_the_documented_body_and_an_inline_reply_becomes_
         "external_id": "+15550001111",
         "channel_id": world.channel_id,
         "platform": "api",
+        "window": None,  # no customer-service window on `api` channels
+        "capabilities": get_adapter("api").capabilities.as_dict(),
     }
     (message,) = body["messages"]
     assert message.keys() == {"id", "content", "sender", "sender_type", "timestamp", "meta_data"}

@@ -12,6 +12,7 @@ got that delivery and the database shows it succeeded.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -222,6 +223,69 @@ async def test_a_retry_runs_after_its_backoff_without_another_wake_up(
 
 
 @pytest.mark.parametrize("kind", [CELERY])  # the in-process runner has no broker
+async def test_a_burst_of_wake_ups_sends_one_or_two_tasks(
+    kind: str,
+    runtime,  # type: ignore[no-untyped-def]
+    agent: FakeAgent,
+    redis_server: RedisServer,
+) -> None:
+    """Celery only: every task costs a publish, a dispatch and a pass, so wake-ups that come
+    while one is being sent become one more task at most (kombu publishes with LPUSH)."""
+    import redis
+
+    async with runtime(NO_SWEEP) as hub:
+        message_id = await _due_work(hub, agent)
+        broker = redis.Redis.from_url(redis_server.url())
+        try:
+            before = broker.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0)
+            for _ in range(50):
+                hub.jobs.wake()
+                await asyncio.sleep(0)
+            await _delivered(hub, agent, message_id)
+            await asyncio.sleep(0.2)
+            sent = broker.info("commandstats")["cmdstat_lpush"]["calls"] - before
+        finally:
+            broker.close()
+        assert 1 <= sent <= 2, sent
+
+
+@pytest.mark.parametrize("kind", [CELERY])  # the in-process runner has no broker
+async def test_due_work_another_transaction_holds_does_not_keep_the_worker_passing(
+    kind: str,
+    runtime,  # type: ignore[no-untyped-def]
+    agent: FakeAgent,
+    celery_worker: WorkerProcess,
+) -> None:
+    """Celery only: work due when a pass began that the pass had to leave (its rows held by
+    another transaction, as by a concurrent pass in another worker, which delivers it) is
+    that transaction's: the worker returns rather than passing again and again, as long as
+    the rows stay held, and still takes the next wake-up at once."""
+    async with runtime(NO_SWEEP) as hub:
+        held = await _due_work(hub, agent)
+        async with hub.db.transaction() as session:
+            chat_id = select(Message.chat_id).where(Message.id == held).scalar_subquery()
+            await session.execute(
+                select(ChatAgentLink.id).where(ChatAgentLink.chat_id == chat_id).with_for_update()
+            )
+            hub.jobs.wake()
+            await asyncio.sleep(0.2)  # the worker's pass skips the held buffer
+            cpu_before = _tree_cpu_seconds(celery_worker.pid)
+            await asyncio.sleep(0.5)
+            idle_cpu = _tree_cpu_seconds(celery_worker.pid) - cpu_before
+            assert idle_cpu < 0.1, f"the worker kept passing: {idle_cpu:.2f} s of CPU in 0.5 s"
+            other = await _due_work(hub, agent)
+            hub.jobs.wake()
+            assert await eventually_true(
+                lambda: [r for r in agent.successes if r.new_message_ids == [other]], timeout=3
+            ), "the worker was still busy with the held work"
+            assert [r.new_message_ids for r in agent.requests] == [[other]]
+        hub.jobs.wake()  # the rows are free again (a real concurrent pass would deliver them)
+        assert await eventually_true(
+            lambda: [r for r in agent.successes if r.new_message_ids == [held]], timeout=5
+        )
+
+
+@pytest.mark.parametrize("kind", [CELERY])  # the in-process runner has no broker
 async def test_a_worker_waiting_for_due_work_outlives_a_broker_restart(
     kind: str,
     runtime,  # type: ignore[no-untyped-def]
@@ -268,6 +332,27 @@ async def test_wake_ups_survive_the_broker_going_away(
 
         await redis_server.astart()
         assert await _delivered_eventually(hub, agent, lost), "no wake-up reached the worker"
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and its live descendants."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid, seconds in used.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor != root:
+            ancestor = parents.get(ancestor, 0)
+        total += seconds if ancestor == root else 0.0
+    return total
 
 
 async def _loop_stalls(wake: object, seconds: float) -> list[float]:

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agenthub.pingpong import create_pingpong_app, pong_text
+from agenthub.pingpong import answer_for, create_pingpong_app, pong_text
 from agenthub.security import new_webhook_secret
 from tests.conftest import Caller
 from tests.fake_platform import standard_webhook_headers
@@ -109,6 +109,17 @@ def test_pong_text_uses_the_last_new_message() -> None:
     assert pong_text(delivery(new=1)) == "pong: hello"
     assert pong_text({"messages": [], "new_message_ids": []}) == "pong: "
     assert pong_text({"messages": "junk"}) == "pong: "
+
+
+def test_the_message_buttons_gets_two_buttons_and_a_tap_is_ponged() -> None:
+    payload = delivery()
+    payload["messages"][3]["content"] = " Buttons "  # the newest new message
+    assert answer_for(payload) == {
+        "text": "Ping or pong?",
+        "buttons": [{"id": "ping", "title": "Ping"}, {"id": "pong", "title": "Pong"}],
+    }
+    payload["messages"][3]["content"] = "Pong"  # the tap comes back as the button's title
+    assert answer_for(payload) == {"text": "pong: Pong"}
 
 
 async def test_signed_delivery_gets_an_inline_pong() -> None:

@@ -75,6 +75,45 @@ TELEGRAM_UPDATES: list[Any] = [
         },
     },
     {"update_id": 3, "edited_message": {"message_id": 1, "chat": {"id": 1, "type": "private"}}},
+    {
+        "update_id": 100000004,
+        "callback_query": {
+            "id": "4382bfdwdsb323b2d9",
+            "from": {"id": 123456789, "is_bot": False, "first_name": "Ana"},
+            "message": {
+                "message_id": 43,
+                "chat": {"id": 123456789, "first_name": "Ana", "type": "private"},
+                "date": 1700000100,
+                "text": "Confirm?",
+                "reply_markup": {
+                    "inline_keyboard": [
+                        [
+                            {"text": "Yes", "callback_data": "yes"},
+                            {"text": "No", "callback_data": "no"},
+                        ]
+                    ]
+                },
+            },
+            "chat_instance": "-1",
+            "data": "yes",
+        },
+    },
+    {
+        "update_id": 100000005,
+        "message_reaction": {
+            "chat": {"id": -1001234567890, "title": "Equipe", "type": "supergroup"},
+            "message_id": 42,
+            "user": {"id": 123456789, "is_bot": False, "first_name": "Ana"},
+            "actor_chat": {"id": -1001234567890, "type": "supergroup"},
+            "date": 1700000200,
+            "old_reaction": [{"type": "emoji", "emoji": "👍"}],
+            "new_reaction": [
+                {"type": "emoji", "emoji": "❤"},
+                {"type": "custom_emoji", "custom_emoji_id": "5"},
+                {"type": "paid"},
+            ],
+        },
+    },
 ]
 
 WHATSAPP_PAYLOADS: list[Any] = [
@@ -191,6 +230,52 @@ WHATSAPP_PAYLOADS: list[Any] = [
     }
 ]
 
+WHATSAPP_PAYLOADS.append(
+    {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "metadata": {"phone_number_id": "106540352242922"},
+                            "messages": [
+                                {
+                                    "from": "16505551234",
+                                    "id": "wamid.R1",
+                                    "timestamp": "1749419544",
+                                    "type": "reaction",
+                                    "reaction": {"message_id": "wamid.T", "emoji": "👍"},
+                                },
+                                {
+                                    "context": {"from": "15550783881", "id": "wamid.T"},
+                                    "from": "16505551234",
+                                    "id": "wamid.B1",
+                                    "timestamp": "1714510003",
+                                    "type": "interactive",
+                                    "interactive": {
+                                        "type": "button_reply",
+                                        "button_reply": {"id": "change-button", "title": "Change"},
+                                    },
+                                },
+                                {
+                                    "context": {"id": "wamid.T"},
+                                    "from": "16505551234",
+                                    "id": "wamid.B2",
+                                    "type": "button",
+                                    "button": {"text": "Stop", "payload": "STOP"},
+                                },
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+)
+
 WHAPI_PAYLOADS: list[Any] = [
     {
         "messages": [
@@ -274,6 +359,28 @@ WHAPI_PAYLOADS: list[Any] = [
             {"id": "M2", "status": "played"},
         ],
         "event": {"type": "statuses", "event": "post"},
+    },
+    {
+        "messages": [
+            {
+                "id": "A1",
+                "from_me": False,
+                "type": "action",
+                "chat_id": "5511@s.whatsapp.net",
+                "from": "5511",
+                "timestamp": 1788024200,
+                "action": {"type": "reaction", "target": "M1", "emoji": "👍"},
+            },
+            {
+                "id": "A2",
+                "from_me": False,
+                "type": "reply",
+                "chat_id": "5511@s.whatsapp.net",
+                "reply": {"type": "list_reply", "list_reply": {"id": "ListV3:r1", "title": "C"}},
+                "context": {"quoted_id": "M1"},
+            },
+        ],
+        "event": {"type": "messages", "event": "post"},
     },
 ]
 
@@ -388,6 +495,12 @@ def assert_storable(inbound: Inbound) -> None:
         assert isinstance(update.status, DeliveryStatus)
         if update.error is not None:
             _plain_json(update.error)
+    for reaction in inbound.reactions:
+        assert reaction.target_external_id and reaction.contact_id
+        _storable_text(reaction.target_external_id, 255)
+        _storable_text(reaction.contact_id, 255)
+        if reaction.emoji is not None:
+            _storable_text(reaction.emoji)
 
 
 def webhook_request(
@@ -446,7 +559,7 @@ def test_the_templates_themselves_parse(platform: str) -> None:
     for payload in TEMPLATES[platform]:
         inbound = get_adapter(platform).parse(webhook_request(platform, encode(payload)))
         assert_storable(inbound)
-        found += len(inbound.messages) + len(inbound.statuses)
+        found += len(inbound.messages) + len(inbound.statuses) + len(inbound.reactions)
     assert found >= 2
 
 
@@ -529,6 +642,12 @@ form_bodies = st.one_of(
                 "MediaContentType0",
                 "MessageStatus",
                 "ErrorCode",
+                "ErrorMessage",
+                "ButtonPayload",
+                "ButtonText",
+                "OriginalRepliedMessageSid",
+                "ListId",
+                "ListTitle",
                 "ProfileName",
                 "Latitude",
                 "x",

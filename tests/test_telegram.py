@@ -848,7 +848,7 @@ async def test_register_webhook_calls_set_webhook_and_shows_it(
     assert request.json == {
         "url": f"{PUBLIC_URL}/webhooks/telegram/{channel['id']}",
         "secret_token": SECRET,
-        "allowed_updates": ["message"],
+        "allowed_updates": ["message", "callback_query", "message_reaction"],
     }
     shown = (await client.get(url, headers=admin.headers)).json()
     assert shown["webhook_registered"] is True

@@ -601,7 +601,7 @@ async def test_failure_callbacks_record_the_error(
     assert_twiml_ack(await post_signed(client, channel, form, status_callback=True))
     stored = await message(client, admin, chat_id, sent["id"])
     assert stored["delivery_status"] == "FAILED"
-    assert str(stored["meta_data"]["error"]["code"]) == code
+    assert str(stored["meta_data"]["error"]["platform_code"]) == code
     # A late `sent` does not revive it.
     late = status_form(external_id, "sent")
     assert_twiml_ack(await post_signed(client, channel, late, status_callback=True))

@@ -458,7 +458,8 @@ TYPES = [
         "Yes",
         {
             "interactive": {"type": "buttons_reply", "id": "ButtonsV3:yes", "title": "Yes"},
-            "reply_to": "ABCD-1234",
+            # the prefix stripped; the hub id of the message answered: not this test's
+            "reply_to": {"id": "yes", "message_id": None},
         },
         id="buttons-reply",
     ),

@@ -492,7 +492,8 @@ TYPES = [
         "Yes",
         {
             "interactive": {"type": "button_reply", "id": "yes-1", "title": "Yes"},
-            "reply_to": "wamid.ORIGINAL",
+            # the hub id of the message answered: not this test's
+            "reply_to": {"id": "yes-1", "message_id": None},
         },
         id="interactive-button-reply",
     ),
@@ -841,7 +842,8 @@ async def test_failed_status_keeps_metas_error(
     assert_ack(await post_signed(client, channel, payload))
     stored = await message(client, admin, chat_id, sent["id"])
     assert stored["delivery_status"] == "FAILED"
-    assert stored["meta_data"]["error"]["code"] == 131047
+    assert stored["meta_data"]["error"]["code"] == "window_closed"
+    assert stored["meta_data"]["error"]["platform_code"] == 131047
     assert "24 hours" in stored["meta_data"]["error"]["details"]
     late = envelope(statuses=[status(external_id, "sent")])
     assert_ack(await post_signed(client, channel, late))

@@ -119,6 +119,7 @@ def _include_routers(app: FastAPI) -> None:
     from agenthub.auth.router import router as auth_router
     from agenthub.channels.router import router as channels_router
     from agenthub.chats.router import router as chats_router
+    from agenthub.chats.typing import router as typing_router
     from agenthub.console.actions import router as console_actions_router
     from agenthub.console.admin import router as console_admin_router
     from agenthub.console.pages import router as console_pages_router
@@ -138,6 +139,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(canned_router)
     app.include_router(channels_router)
     app.include_router(chats_router)
+    app.include_router(typing_router)
     app.include_router(deliveries_router)
     app.include_router(audit_router)
     app.include_router(operators_router)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from agenthub.auth.throttle import LoginThrottle
     from agenthub.delivery.leases import LeaseHeartbeat
     from agenthub.realtime.fanout import Fanout
+    from agenthub.typing_indicator import TypingIndicators
     from agenthub.webhooks.intake import WebhookIntake
 
 T = TypeVar("T")
@@ -140,8 +141,17 @@ class Hub:
 
         return LoginThrottle(self.settings)
 
+    @cached_property
+    def typing(self) -> TypingIndicators:
+        """Typing indicators and read receipts in the background (`typing_indicator.py`)."""
+        from agenthub.typing_indicator import TypingIndicators
+
+        return TypingIndicators(self)
+
     async def close(self) -> None:
         await self.jobs.stop()
+        if "typing" in self.__dict__:  # its loops renew for up to 25 s: stop them first
+            await self.typing.close()
         if "login_throttle" in self.__dict__:  # built on first use only
             await self.login_throttle.close()
         if self.tasks:

@@ -34,10 +34,20 @@ from starlette.routing import BaseRoute
 from agenthub.deps import get_admin_user, get_current_user, get_principal, get_session
 
 
-class ErrorOut(BaseModel):
-    """Every error answer but 422: `{"detail": "<what went wrong>"}`."""
+class CodedError(BaseModel):
+    """An error a client acts on by its `code` (`window_closed`: the chat's reply window is
+    closed, `closes_at` says since when; only a template may be sent)."""
 
-    detail: str
+    code: str
+    message: str
+    closes_at: str | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error answer but 422: `{"detail": "<what went wrong>"}`, or for the errors a
+    client handles by kind, `{"detail": {"code", "message", …}}`."""
+
+    detail: str | CodedError
 
 
 class FieldError(BaseModel):

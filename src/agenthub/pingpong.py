@@ -2,9 +2,12 @@
 
 The hub POSTs a delivery to `http://127.0.0.1:<port>/`. The agent checks its Standard Webhooks
 signature with the agent's `webhook_secret` (a bad one gets 401), then answers
-`pong: <the newest message it was sent>` in one of two ways:
+`pong: <the newest message it was sent>` — or, to the message `buttons`, a question with two
+buttons (Ping, Pong: the contact's tap comes back as a message, `Ping` or `Pong`, and is
+ponged like any other) — in one of two ways:
 
-- inline (default): the 2xx answer is `{"reply": "pong: …"}` and the hub stores and sends it;
+- inline (default): the 2xx answer is `{"reply": "pong: …"}` (or `{"replies": [{"text": …,
+  "buttons": […]}]}`) and the hub stores and sends it;
 - through the API (with a token): it answers `200 {}` at once and POSTs the reply to the
   delivery's `reply_url` (or `<hub>/chats/<id>/messages`) with `Authorization: Bearer <token>`,
   as an agent that takes longer than a webhook should would do.
@@ -42,6 +45,19 @@ def pong_text(payload: dict[str, Any]) -> str:
     return f"pong: {newest}"
 
 
+BUTTONS = [{"id": "ping", "title": "Ping"}, {"id": "pong", "title": "Pong"}]
+
+
+def answer_for(payload: dict[str, Any]) -> dict[str, Any]:
+    """The reply as a message: `{"text": "pong: …"}`, or the question with two buttons when
+    the newest message is `buttons` (what the channel shows for them is the hub's business:
+    real buttons on WhatsApp and Telegram, numbered lines where there are none)."""
+    text = pong_text(payload)
+    if text.removeprefix("pong: ").strip().lower() == "buttons":
+        return {"text": "Ping or pong?", "buttons": BUTTONS}
+    return {"text": text}
+
+
 def reply_target(payload: dict[str, Any], hub_url: str | None) -> str | None:
     """Where to POST the reply: the delivery's `reply_url`, else `<hub>/chats/<id>/messages`."""
     if payload.get("reply_url"):
@@ -66,10 +82,14 @@ def create_pingpong_app(
             state["http"] = http
             yield
 
-    async def post_reply(url: str, text: str) -> None:
+    async def post_reply(url: str, answer: dict[str, Any]) -> None:
+        message = {
+            "content": answer["text"],
+            **({"buttons": answer["buttons"]} if "buttons" in answer else {}),
+        }
         try:
             response = await state["http"].post(
-                url, json={"content": text}, headers={"Authorization": f"Bearer {token}"}
+                url, json=message, headers={"Authorization": f"Bearer {token}"}
             )
         except httpx2.HTTPError as exc:
             log.warning("posting the reply to %s failed: %s", url, exc)
@@ -84,10 +104,11 @@ def create_pingpong_app(
             return JSONResponse({"detail": "invalid signature"}, status_code=401)
         if not isinstance(payload, dict):
             return JSONResponse({"detail": "expected a JSON object"}, status_code=400)
-        text = pong_text(payload)
-        log.info("%s -> %r", request.headers["webhook-id"], text)
+        answer = answer_for(payload)
+        log.info("%s -> %r", request.headers["webhook-id"], answer["text"])
         if token is None:
-            return JSONResponse({"reply": text})
+            inline = {"replies": [answer]} if "buttons" in answer else {"reply": answer["text"]}
+            return JSONResponse(inline)
 
         # API mode: acknowledge now, reply afterwards — once per delivery, even if retried.
         delivery_id = request.headers["webhook-id"]
@@ -97,7 +118,7 @@ def create_pingpong_app(
         seen[delivery_id] = None
         while len(seen) > SEEN_DELIVERIES:
             seen.popitem(last=False)
-        return JSONResponse({}, background=BackgroundTask(post_reply, url, text))
+        return JSONResponse({}, background=BackgroundTask(post_reply, url, answer))
 
     return Starlette(routes=[Route("/", receive, methods=["POST"])], lifespan=lifespan)
 

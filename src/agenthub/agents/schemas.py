@@ -39,6 +39,9 @@ DESCRIPTIONS = {
     "`default_agent_ids`.",
     "timeout_seconds": "How long the hub waits for the agent's answer to a delivery before "
     "retrying it.",
+    "typing_while_working": 'Show "typing…" in the chat on the platform while one of its '
+    "deliveries is in flight (as `POST /chats/{id}/typing` does: at most 25 s, and it stops "
+    "when the reply goes out or the attempt ends).",
 }
 
 
@@ -56,6 +59,7 @@ class AgentCreate(Schema):
     recent_msg_window_minutes: WindowMinutes = described("recent_msg_window_minutes", 1440)
     activate_for_new_conversation: bool = described("activate_for_new_conversation", True)
     timeout_seconds: TimeoutSeconds = described("timeout_seconds", 10)
+    typing_while_working: bool = described("typing_while_working", False)
 
 
 class AgentUpdate(Schema):
@@ -70,6 +74,7 @@ class AgentUpdate(Schema):
     recent_msg_window_minutes: WindowMinutes | None = described("recent_msg_window_minutes")
     activate_for_new_conversation: bool | None = described("activate_for_new_conversation")
     timeout_seconds: TimeoutSeconds | None = described("timeout_seconds")
+    typing_while_working: bool | None = described("typing_while_working")
 
 
 class AgentHealthOut(Out):
@@ -96,6 +101,7 @@ class AgentOut(Out):
         description=DESCRIPTIONS["activate_for_new_conversation"]
     )
     timeout_seconds: float = Field(description=DESCRIPTIONS["timeout_seconds"])
+    typing_while_working: bool = Field(description=DESCRIPTIONS["typing_while_working"])
     created_at: datetime
     health: AgentHealthOut
 

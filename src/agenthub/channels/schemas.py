@@ -153,6 +153,18 @@ class ChannelConfig(Schema):
         "(`message.outbound`, signed with the channel's secret). Unset: clients read replies "
         "through the API or the WebSocket.",
     )
+    read_receipts: Literal["off", "on_open", "on_reply"] | None = Field(
+        default=None,
+        description="`whatsapp_cloud` channels: when the hub marks the contact's messages read "
+        "on WhatsApp (blue ticks): `off` (the default: never), `on_open` (when an operator opens "
+        "the chat: its read marker moves) or `on_reply` (when a USER or AGENT reply was sent). "
+        "Other platforms ignore it.",
+    )
+    typing_api_base_url: ApiBaseUrl | None = Field(
+        default=None,
+        description="`whatsapp_twilio` channels: scheme and host of the typing indicator's API "
+        "(`/v2/Indicators/Typing.json`). Default: `https://messaging.twilio.com`.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -14,7 +14,9 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.errors import InvalidInput
-from agenthub.models import Chat, ChatRead, Message, SenderType, utcnow
+from agenthub.hub import Hub
+from agenthub.models import Channel, Chat, ChatRead, Message, SenderType, utcnow
+from agenthub.uow import after_commit
 
 # New contact messages un-catch-up every reader of their chats: one statement per batch of
 # chats, on the inbound path too (`webhooks/service.py`), touching only readers' rows.
@@ -45,7 +47,7 @@ class ReadMark:
 
 
 async def mark_read(
-    session: AsyncSession, user_id: str, chat: Chat, message_id: str | None
+    session: AsyncSession, hub: Hub, user_id: str, chat: Chat, message_id: str | None
 ) -> ReadMark:
     """Mark the chat read for the user up to `message_id` (default: its newest message)."""
     # Lock the chat row as the inbound path does: a contact message stored concurrently
@@ -59,12 +61,24 @@ async def mark_read(
         marker = ChatRead(user_id=user_id, chat_id=chat.id, channel_id=chat.channel_id)
         marker.read_seq = marker.read_contact_count = 0
         session.add(marker)
+    moved = read_count > marker.read_contact_count
     marker.read_seq = max(marker.read_seq, read_seq)
     marker.read_contact_count = max(marker.read_contact_count, read_count)
     marker.caught_up = 0 < chat.contact_message_count <= marker.read_contact_count
     marker.read_at = utcnow()
     await session.flush()
+    if moved:
+        await _read_receipt_after_commit(session, hub, chat)
     return ReadMark(chat, user_id, marker.read_contact_count)
+
+
+async def _read_receipt_after_commit(session: AsyncSession, hub: Hub, chat: Chat) -> None:
+    """New contact messages read: a `whatsapp_cloud` channel with `read_receipts: on_open`
+    marks them read on the platform too, once this commits (best effort, in the background)."""
+    channel = await session.get(Channel, chat.channel_id)
+    if channel is None or channel.config.get("read_receipts") != "on_open":
+        return
+    after_commit(session, lambda: hub.typing.read_on_open(channel, chat.id))
 
 
 async def _position_of(session: AsyncSession, chat: Chat, message_id: str) -> tuple[int, int]:

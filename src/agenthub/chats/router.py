@@ -20,6 +20,7 @@ from agenthub.chats.schemas import (
     MessageCreate,
     MessageOut,
     MessagePage,
+    ReactionCreate,
 )
 from agenthub.delivery.events import chat_updated, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
@@ -109,7 +110,10 @@ async def list_messages(
 
 
 @router.post(
-    "/chats/{chat_id}/messages", status_code=status.HTTP_201_CREATED, response_model=MessageOut
+    "/chats/{chat_id}/messages",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MessageOut,
+    responses=error_responses(409),
 )
 async def post_message(
     chat: ReadableChat,
@@ -120,9 +124,30 @@ async def post_message(
 ) -> object:
     """Send a message to the contact: `USER` with a user's token, `AGENT` with an agent's.
 
-    The message is stored `PENDING` and sent to the platform in the background.
+    The message is stored `PENDING` and sent to the platform in the background. It may carry
+    `buttons`, a `list` or a `template`. A free-form message to a chat whose reply window
+    (WhatsApp's 24 h) is closed → 409 `window_closed`, and nothing is stored.
     """
     return await service.post_message(session, hub, principal, chat, data)
+
+
+@router.post(
+    "/chats/{chat_id}/messages/{message_id}/reactions",
+    response_model=MessageOut,
+    responses=error_responses(409, 502),
+)
+async def react_to_message(
+    chat: ReadableChat,
+    message_id: Annotated[str, Path(max_length=16)],
+    data: ReactionCreate,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> object:
+    """React to a message of the chat on the platform (`""` removes our reaction); the
+    message's `meta_data.reactions` records it. Not on whatsapp_twilio (422); a message the
+    platform has no id for yet → 409; the platform refusing → 502."""
+    return await service.react(session, hub, principal, chat, message_id, data.emoji)
 
 
 @router.post(

@@ -1,14 +1,52 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, computed_field
+from pydantic import (
+    BaseModel,
+    Field,
+    ModelWrapValidatorHandler,
+    StringConstraints,
+    computed_field,
+    model_validator,
+)
 
-from agenthub.models import DeliveryStatus, HandledBy, NeedsHumanReason, SenderType
+from agenthub.models import DeliveryStatus, HandledBy, NeedsHumanReason, SenderType, utcnow
+from agenthub.rich import BUTTONS_BODY_MAX, LIST_BODY_MAX, Buttons, ListMenu, Template
 from agenthub.schemas import JsonObject, Out, Schema
 
 MAX_CONTENT = 32_768
+
+
+class ChatWindow(Out):
+    """The platform's reply window (WhatsApp's 24 h after the contact's last message)."""
+
+    open: bool = Field(description="Free-form messages may be sent now")
+    closes_at: datetime | None = Field(
+        description="24 h after the contact's last message (null: the contact never wrote)"
+    )
+
+
+def chat_window(
+    platform: str | None, last_contact_at: datetime | None, now: datetime | None = None
+) -> ChatWindow | None:
+    """The window of a chat on `platform` whose contact last wrote at `last_contact_at`;
+    None when the platform has no window rule."""
+    length = reply_window_of(platform)
+    if length is None:
+        return None
+    if last_contact_at is None:
+        return ChatWindow(open=False, closes_at=None)
+    closes_at = last_contact_at + length
+    return ChatWindow(open=(now or utcnow()) < closes_at, closes_at=closes_at)
+
+
+def reply_window_of(platform: str | None) -> timedelta | None:
+    from agenthub.platforms import _ADAPTERS
+
+    adapter = _ADAPTERS.get(platform) if platform else None
+    return adapter.reply_window if adapter is not None else None
 
 
 class ChatOut(Out):
@@ -28,6 +66,20 @@ class ChatOut(Out):
         default=0, description="The caller's unread CONTACT messages in this chat"
     )
     created_at: datetime
+    window: ChatWindow | None = Field(
+        default=None,
+        description="WhatsApp's customer-service window; null on platforms without one",
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_window(cls, data: Any, handler: ModelWrapValidatorHandler[ChatOut]) -> ChatOut:
+        out = handler(data)
+        if not isinstance(data, dict | BaseModel):  # a chat row: the window is derived, now
+            # What is loaded only (`__dict__`): reading an expired attribute would be IO here.
+            loaded = getattr(data, "__dict__", {})
+            out.window = chat_window(loaded.get("platform"), loaded.get("last_contact_message_at"))
+        return out
 
     @classmethod
     def of(cls, chat: Any, read_contact_count: int = 0) -> ChatOut:
@@ -51,6 +103,12 @@ class ChatUpdate(Schema):
     )
 
 
+class MessageError(Out):
+    code: Literal["window_closed", "platform_error"]
+    platform_code: str | int | None = None
+    message: str | None = None
+
+
 class MessageOut(Out):
     id: str
     chat_id: str
@@ -61,6 +119,9 @@ class MessageOut(Out):
     delivery_status: DeliveryStatus
     timestamp: datetime
     meta_data: dict[str, Any]
+    error: MessageError | None = Field(
+        default=None, description="Why the message could not be sent (FAILED), else null"
+    )
 
 
 class MessagePage(Out):
@@ -69,8 +130,49 @@ class MessagePage(Out):
 
 
 class MessageCreate(Schema):
-    content: Annotated[str, StringConstraints(max_length=MAX_CONTENT)]
+    content: Annotated[str, StringConstraints(max_length=MAX_CONTENT)] | None = Field(
+        default=None,
+        description="The text; required but with a template (then it defaults to a readable "
+        "form of the template)",
+    )
     meta_data: JsonObject = Field(default_factory=dict)
+    buttons: Buttons | None = Field(
+        default=None, description="1-3 reply buttons `{id, title}` under `content`"
+    )
+    list: ListMenu | None = Field(default=None, description="A list of choices under `content`")
+    template: Template | None = Field(
+        default=None,
+        description="A WhatsApp template (whatsapp_cloud, whatsapp_twilio): allowed while the "
+        "reply window is closed",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MessageCreate:
+        given = [k for k in ("buttons", "list", "template") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)}: at most one of buttons, list, template")
+        if self.template is None and self.content is None:
+            raise ValueError("content: Field required")
+        if (self.buttons is not None or self.list is not None) and not (self.content or "").strip():
+            raise ValueError("content: the body text is required with buttons or a list")
+        limit = BUTTONS_BODY_MAX if self.buttons is not None else LIST_BODY_MAX
+        if given and given[0] != "template" and len(self.content or "") > limit:
+            raise ValueError(f"content: at most {limit} characters with {given[0]}")
+        if given and isinstance(self.meta_data.get("media"), list) and self.meta_data["media"]:
+            raise ValueError(f"meta_data.media: a message with {given[0]} carries no media")
+        return self
+
+    @property
+    def rich(self) -> dict[str, Any]:
+        from agenthub.rich import rich_meta
+
+        return rich_meta(self.buttons, self.list, self.template)
+
+
+class ReactionCreate(Schema):
+    emoji: Annotated[str, StringConstraints(max_length=32)] = Field(
+        description="One emoji; an empty string removes our reaction"
+    )
 
 
 class ChatAgentOut(Out):

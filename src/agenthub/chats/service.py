@@ -23,9 +23,11 @@ from agenthub.chats.schemas import (
     DeliveryAttemptOut,
     DeliveryOut,
     MessageCreate,
+    chat_window,
 )
+from agenthub.delivery import events
 from agenthub.deps import Principal
-from agenthub.errors import BadRequest, Conflict, NotFound
+from agenthub.errors import BadRequest, Conflict, DomainError, InvalidInput, NotFound
 from agenthub.hub import Hub
 from agenthub.models import (
     ActorType,
@@ -43,6 +45,7 @@ from agenthub.models import (
     User,
     utcnow,
 )
+from agenthub.rich import RICH_KEYS
 
 PREVIEW_CHARS = 100
 
@@ -181,11 +184,13 @@ async def add_message(
     meta_data: dict[str, Any] | None = None,
     delivery_status: DeliveryStatus = DeliveryStatus.PENDING,
     at: datetime | None = None,
+    error: dict[str, Any] | None = None,
 ) -> Message:
     """Append a message to the chat, next in its order, and refresh the chat's summary
     (its position comes from `handling.next_position`: concurrent writers never share one)."""
     now = at or utcnow()
     contact = sender_type == SenderType.CONTACT
+    summary: dict[str, Any] = {"last_contact_message_at": now} if contact else {}
     seq = await next_position(
         session,
         chat,
@@ -194,6 +199,7 @@ async def add_message(
         last_message_ts=now,
         last_sender_type=str(sender_type),
         activity_at=now,
+        **summary,
     )
     if contact:
         await mark_unread_for_readers(session, [chat.id])
@@ -208,9 +214,56 @@ async def add_message(
         delivery_status=delivery_status,
         timestamp=now,
         meta_data=meta_data or {},
+        error=error,
     )
     session.add(message)
     return message
+
+
+def window_closed(chat: Chat, now: datetime) -> dict[str, Any] | None:
+    """The `window_closed` error when the chat's reply window is closed at `now`, else None
+    (open, or a platform without a window)."""
+    window = chat_window(chat.platform, chat.last_contact_message_at, now)
+    if window is None or window.open:
+        return None
+    if window.closes_at is None:
+        text = "The contact has not written yet: only a template can start this conversation"
+    else:
+        text = (
+            "The contact's last message is more than 24 hours old: the platform only takes "
+            "a template now"
+        )
+    return {
+        "code": "window_closed",
+        "message": text,
+        "closes_at": window.model_dump(mode="json")["closes_at"],  # as chat answers show it
+    }
+
+
+def check_rich(platform: str, content: str, rich: dict[str, Any], prefix: tuple[str, ...]) -> None:
+    """422 (naming the field) when the platform cannot take this rich content."""
+    from agenthub.platforms import get_adapter
+    from agenthub.platforms.base import RichRules
+
+    if not rich:
+        return
+    adapter = get_adapter(platform)
+    caps = adapter.capabilities
+    faults: list[tuple[tuple[str | int, ...], str]] = []
+    if "template" in rich and not caps.templates:
+        faults.append((("template",), f"templates are not supported on {platform} channels"))
+    if len(rich.get("buttons") or []) > caps.buttons:
+        faults.append((("buttons",), f"at most {caps.buttons} buttons on {platform} channels"))
+    if "list" in rich:
+        rows = sum(len(section["rows"]) for section in rich["list"]["sections"])
+        if rows > caps.list_rows:
+            faults.append((("list",), f"at most {caps.list_rows} rows on {platform} channels"))
+    if not faults and isinstance(adapter, RichRules):
+        faults = adapter.check_rich(content, rich)
+    if faults:
+        raise InvalidInput(
+            [{"type": "value_error", "loc": [*prefix, *loc], "msg": msg} for loc, msg in faults]
+        )
 
 
 async def post_message(
@@ -220,14 +273,30 @@ async def post_message(
     from agenthub.delivery.outbound import queue_outbound
 
     sender_type = SenderType.AGENT if principal.agent is not None else SenderType.USER
+    taken = [key for key in RICH_KEYS if key in data.meta_data]
+    if taken:
+        raise InvalidInput.at(
+            ("body", "meta_data", taken[0]),
+            "value_error",
+            f"meta_data.{taken[0]} is set from the top-level `{taken[0]}` field",
+        )
+    rich = data.rich
+    content = data.content
+    if data.template is not None and not content:
+        content = data.template.readable()
+    assert content is not None  # MessageCreate requires it without a template
+    check_rich(str(chat.platform), content, rich, ("body",))
+    now = hub.clock()
+    if data.template is None and (closed := window_closed(chat, now)) is not None:
+        raise Conflict(closed)
     message = await add_message(
         session,
         chat,
-        content=data.content,
+        content=content,
         sender_type=sender_type,
         sender_id=principal.id,
-        meta_data=data.meta_data,
-        at=hub.clock(),
+        meta_data={**data.meta_data, **rich},
+        at=now,
     )
     await queue_outbound(session, hub, message)
     return message
@@ -416,3 +485,50 @@ def delivery_out(delivery: AgentDelivery, attempts: list[DeliveryAttemptOut]) ->
     columns = AgentDelivery.__table__.columns
     values = {column.key: getattr(delivery, column.key) for column in columns}
     return DeliveryOut.model_validate({**values, "attempts": attempts})
+
+
+class PlatformUnavailable(DomainError):
+    status_code = 502
+
+
+async def react(
+    session: AsyncSession, hub: Hub, principal: Principal, chat: Chat, message_id: str, emoji: str
+) -> Message:
+    """Send our reaction to one of the chat's messages (`""` removes ours) and record it in the
+    message's `meta_data.reactions` (`[{emoji, by, at}]`, one entry per reactor)."""
+    from agenthub.chats.resend import get_message
+    from agenthub.delivery.outbound import outbound_context
+    from agenthub.platforms import SendError, get_adapter
+    from agenthub.platforms.base import ReactionSender
+
+    message = await get_message(session, chat, message_id)
+    platform = str(chat.platform)
+    adapter = get_adapter(platform)
+    if not isinstance(adapter, ReactionSender) or not adapter.capabilities.reactions:
+        raise InvalidInput.at(
+            ("body", "emoji"), "value_error", f"reactions are not supported on {platform} channels"
+        )
+    if emoji and (why := adapter.check_reaction(emoji)) is not None:
+        raise InvalidInput.at(("body", "emoji"), "value_error", why)
+    if not message.external_id and platform != "api":
+        raise Conflict("The message has no platform id yet (not sent, or sent without one)")
+    context = await outbound_context(session, hub, message.id)
+    assert context is not None
+    try:
+        await adapter.send_reaction(hub.http, context, emoji)
+    except SendError as exc:
+        raise PlatformUnavailable(f"{platform} refused the reaction: {exc.detail}") from None
+    message = await session.get_one(
+        Message, message.id, with_for_update=True, populate_existing=True
+    )
+    reactions = [
+        r
+        for r in message.meta_data.get("reactions") or []
+        if not (isinstance(r, dict) and r.get("by") == principal.id)
+    ]
+    if emoji:
+        reactions.append({"emoji": emoji, "by": principal.id, "at": hub.clock().isoformat()})
+    message.meta_data = {**message.meta_data, "reactions": reactions}
+    await session.flush()
+    events.publish_after_commit(session, hub, events.message_updated(message))
+    return message

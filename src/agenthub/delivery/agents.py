@@ -184,6 +184,7 @@ _DUE_ATTEMPTS = (
         AGENTS.c.history_msg_count,
         AGENTS.c.recent_msg_window_minutes,
         AGENTS.c.health_state,
+        AGENTS.c.typing_while_working,
         CHATS.c.id.label("chat_id"),
         CHATS.c.name.label("chat_name"),
         CHATS.c.external_id.label("chat_external_id"),
@@ -296,6 +297,7 @@ def _target(row: Any) -> DeliveryTarget:
         chat_external_id=row.chat_external_id,
         channel_id=row.channel_id,
         platform=row.platform,
+        typing_while_working=bool(row.typing_while_working),
     )
 
 
@@ -329,22 +331,28 @@ async def _attempt(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDelivery) 
     await hub.events.publish(
         events.agent_working(target.channel_id, target.chat_id, target.agent_id, claim.delivery_id)
     )
-    previous = target.previous_webhook_secret_encrypted
-    secrets = secrets_in_force(
-        hub.secrets.decrypt(target.webhook_secret_encrypted),
-        hub.secrets.decrypt(previous) if previous else None,
-        target.previous_webhook_secret_until,
-        hub.clock(),
-    )
-    headers = sign_headers(secrets, target.delivery_id, prepared.body)
-    outcome = await post_to_agent(
-        hub, target.webhook_url, prepared.body, headers, target.timeout_seconds
-    )
-    async with hub.db.session() as session:
-        await record_outcome(
-            session, hub, claim, outcome, first_message_at=prepared.first_message_at
+    # Best effort, in the background: never delays the POST.
+    typing = hub.typing.start(target.chat_id) if target.typing_while_working else None
+    try:
+        previous = target.previous_webhook_secret_encrypted
+        secrets = secrets_in_force(
+            hub.secrets.decrypt(target.webhook_secret_encrypted),
+            hub.secrets.decrypt(previous) if previous else None,
+            target.previous_webhook_secret_until,
+            hub.clock(),
         )
-        await commit(session)  # then the events and wake-ups it raised go out
+        headers = sign_headers(secrets, target.delivery_id, prepared.body)
+        outcome = await post_to_agent(
+            hub, target.webhook_url, prepared.body, headers, target.timeout_seconds
+        )
+        async with hub.db.session() as session:
+            await record_outcome(
+                session, hub, claim, outcome, first_message_at=prepared.first_message_at
+            )
+            await commit(session)  # then the events and wake-ups it raised go out
+    finally:
+        if typing is not None:  # the attempt is over: no more renewals
+            hub.typing.stop(target.chat_id, typing)
 
 
 def _link_due_at() -> Any:

@@ -26,6 +26,11 @@ from agenthub.hub import Hub
 from agenthub.maintenance import purge_attempt_excerpts
 from agenthub.models import AgentDelivery, OutboundSend
 
+# At most this much per pass (each pass is one transaction); a full pass wakes the runner.
+BUFFERS_PER_PASS = 200
+ATTEMPTS_PER_PASS = 50
+SENDS_PER_PASS = 50
+
 
 async def run_due_work(hub: Hub, now: datetime, *, wait: bool = False) -> datetime | None:
     """One pass. In-process, the HTTP calls run on as background tasks (`wait=False`) so the
@@ -39,15 +44,25 @@ async def run_due_work(hub: Hub, now: datetime, *, wait: bool = False) -> dateti
     renewed by the process's heartbeat while it runs (`leases.py`)."""
     await purge_now_and_then(hub, now)
     async with hub.db.transaction() as session:
-        await create_due_deliveries(session, now)
-        claims = await claim_due_attempts(session, now, lease=hub.settings.delivery_lease)
+        created = await create_due_deliveries(session, now, limit=BUFFERS_PER_PASS)
+        claims = await claim_due_attempts(
+            session, now, lease=hub.settings.delivery_lease, limit=ATTEMPTS_PER_PASS
+        )
         attempts = await prepare_attempts(session, hub, claims)
-        sends = await claim_due_sends(session, now)
+        sends = await claim_due_sends(session, now, limit=SENDS_PER_PASS)
         next_due = await next_work_time(
             session,
             except_deliveries=[c.delivery_id for c, _ in attempts] if wait else None,
             except_sends=[s.message_id for s in sends] if wait else None,
         )
+    if (
+        created >= BUFFERS_PER_PASS
+        or len(claims) >= ATTEMPTS_PER_PASS
+        or len(sends) >= SENDS_PER_PASS
+    ):
+        # A full pass may have left work that was already due: look again at once. (Work due
+        # at `now` that a pass leaves is otherwise being handled: rows another pass holds.)
+        hub.jobs.wake()
     work = [attempt_delivery(hub, c, p) for c, p in attempts] + [send_one(hub, s) for s in sends]
     if wait:
         await asyncio.gather(*work)

@@ -35,14 +35,28 @@ def new_message(message: Message | Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def message_status(message: Message) -> dict[str, Any]:
+def message_updated(message: Message) -> dict[str, Any]:
+    """A stored message changed other than by its delivery status (its `meta_data.reactions`)."""
     return {
+        "type": "message_updated",
+        "channel_id": message.channel_id,
+        "chat_id": message.chat_id,
+        "message": MessageOut.model_validate(message).model_dump(mode="json"),
+    }
+
+
+def message_status(message: Message) -> dict[str, Any]:
+    """With the message's `error` when it has one (a FAILED message)."""
+    event: dict[str, Any] = {
         "type": "message_status",
         "channel_id": message.channel_id,
         "chat_id": message.chat_id,
         "message_id": message.id,
         "delivery_status": str(message.delivery_status),
     }
+    if message.error is not None:
+        event["error"] = message.error
+    return event
 
 
 def chat_updated(chat: Chat, *, new: bool = False) -> dict[str, Any]:

@@ -167,4 +167,3 @@ class LeaseHeartbeat:
                 exc,
                 self.interval,
             )
-

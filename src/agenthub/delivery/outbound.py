@@ -115,6 +115,15 @@ async def send_one(hub: Hub, claim: ClaimedSend) -> None:
         outcome = await _record(session, hub, claim, external_id, error)
         await commit(session)
     metrics.outbound(platform, outcome)
+    if outcome == "sent":  # `read_receipts: on_reply` (best effort, in the background)
+        hub.typing.read_on_reply(context.channel, context.chat.id)
+
+
+async def outbound_context(
+    session: AsyncSession, hub: Hub, message_id: str
+) -> OutboundContext | None:
+    """The message with its chat, channel and decrypted credentials, for a platform call."""
+    return await _context(session, hub, message_id)
 
 
 async def _context(session: AsyncSession, hub: Hub, message_id: str) -> OutboundContext | None:
@@ -157,6 +166,7 @@ async def _record(
     if error is None:
         send.status = OutboundStatus.SENT
         message.external_id = external_id or message.external_id
+        message.error = None  # a retry that went through
         await _advance(session, hub, message, DeliveryStatus.SENT)
         return "sent"
     send.last_error = str(error)
@@ -168,6 +178,10 @@ async def _record(
         return "retry"
     send.status = OutboundStatus.FAILED
     message.meta_data = {**message.meta_data, "error": error.as_dict()}
+    message.error = failure(
+        str(await session.scalar(select(Channel.platform).where(Channel.id == message.channel_id))),
+        {"code": error.code, "message": error.detail},
+    )
     if await _advance(session, hub, message, DeliveryStatus.FAILED):
         await _needs_human_after_failed_send(session, hub, message)
     return "failed"
@@ -201,12 +215,53 @@ async def apply_status(
     )
     if message is None:
         return False
+    if (
+        status == DeliveryStatus.FAILED
+        and DeliveryRank[status] > DeliveryRank[message.delivery_status]
+    ):
+        platform = await session.scalar(select(Channel.platform).where(Channel.id == channel_id))
+        message.error = failure(str(platform), error)
     advanced = await _advance(session, hub, message, status)
     if advanced and status == DeliveryStatus.FAILED:
         if error:
             message.meta_data = {**message.meta_data, "error": error}
         await _needs_human_after_failed_send(session, hub, message)
     return advanced
+
+
+def failure(platform: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    """A message's `error` from what the platform said (a send's refusal or a status callback):
+    `window_closed` for the platform's "outside the reply window" codes, else
+    `platform_error`, with the platform's code and message. Errors the parsers already put in
+    this shape are kept."""
+    error = error or {}
+    code = error.get("code")
+    platform_code = error.get("platform_code") if code in FAILURE_CODES else code
+    message = next(
+        (
+            str(error[key])[:500]
+            for key in ("message", "detail", "title")
+            if isinstance(error.get(key), str) and error[key]
+        ),
+        None,
+    )
+    adapter = _adapter_or_none(platform)
+    closed_codes: frozenset[str] = getattr(adapter, "window_closed_codes", frozenset())
+    if code not in FAILURE_CODES:
+        code = "window_closed" if str(platform_code) in closed_codes else "platform_error"
+    if isinstance(platform_code, str) and platform_code.isdigit():
+        platform_code = int(platform_code)
+    return {"code": code, "platform_code": platform_code, "message": message}
+
+
+FAILURE_CODES = ("window_closed", "platform_error")
+
+
+def _adapter_or_none(platform: str) -> Any:
+    try:
+        return get_adapter(platform)
+    except Exception:
+        return None
 
 
 async def _needs_human_after_failed_send(session: AsyncSession, hub: Hub, message: Message) -> None:

@@ -19,9 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook
 
 from agenthub.hub import Hub
-from agenthub.models import Message, utcnow
+from agenthub.models import Chat, Message, utcnow
 
 MESSAGES = cast(Table, Message.__table__)
+CHATS = cast(Table, Chat.__table__)
+_LAST_CONTACT_AT = select(CHATS.c.last_contact_message_at).where(
+    CHATS.c.id == bindparam("b_chat_id")
+)
 # Serialises timestamps exactly as `MessageOut` does (pydantic, mode="json").
 _TIMESTAMP = TypeAdapter(datetime)
 _HISTORY_COLUMNS = (
@@ -65,6 +69,8 @@ class DeliveryTarget:
     chat_external_id: str
     channel_id: str
     platform: str
+    # Show typing in the chat while the attempt is in flight (`typing_indicator.py`).
+    typing_while_working: bool = False
 
 
 @dataclass
@@ -103,6 +109,7 @@ async def build_payload(
             "external_id": target.chat_external_id,
             "channel_id": target.channel_id,
             "platform": target.platform,
+            **await _channel_rules(session, hub, target),
         },
         "messages": [_message_json(m) for m in history],
         "new_message_ids": list(target.message_ids),
@@ -112,6 +119,23 @@ async def build_payload(
     new = set(target.message_ids)
     first = min((m.timestamp for m in history if m.id in new), default=None)
     return PreparedDelivery(target, encoded, first)
+
+
+async def _channel_rules(session: AsyncSession, hub: Hub, target: DeliveryTarget) -> dict[str, Any]:
+    """The chat's reply `window` (null on platforms without one) and what the channel can show
+    (`capabilities`), both from the platform adapter."""
+    from agenthub.chats.schemas import chat_window
+    from agenthub.platforms import get_adapter
+
+    adapter = get_adapter(target.platform)
+    window = None
+    if adapter.reply_window is not None:
+        last = await session.scalar(_LAST_CONTACT_AT, {"b_chat_id": target.chat_id})
+        window = chat_window(target.platform, last, hub.clock())
+    return {
+        "window": window.model_dump(mode="json") if window is not None else None,
+        "capabilities": adapter.capabilities.as_dict(),
+    }
 
 
 async def _history(session: AsyncSession, target: DeliveryTarget) -> list[Any]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Float, Integer, String, Text
+from sqlalchemy import Boolean, Float, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agenthub.ids import new_id
@@ -35,6 +35,10 @@ class Agent(Base):
     recent_msg_window_minutes: Mapped[int] = mapped_column(Integer, default=1440)
     activate_for_new_conversation: Mapped[bool] = mapped_column(Boolean, default=True)
     timeout_seconds: Mapped[float] = mapped_column(Float, default=10.0)
+    # Show typing in the chat while one of its deliveries is in flight (`typing_indicator.py`).
+    typing_while_working: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Its health (the delivery breaker): failed attempts in a row across its chats; past the
     # threshold it is `unavailable` (since `health_since`) and gets one probe at a time, the

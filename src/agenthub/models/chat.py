@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import cast
 
 from sqlalchemy import (
     Boolean,
@@ -9,14 +10,17 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
+    select,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from agenthub.ids import new_id
 from agenthub.models.base import Base, utcnow
+from agenthub.models.channel import Channel
 
 
 class HandledBy(StrEnum):
@@ -33,6 +37,10 @@ class NeedsHumanReason(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     AGENT_UNAVAILABLE = "agent_unavailable"
     SEND_FAILED = "send_failed"
+
+
+# An alias of its own: a query that also selects from `channels` must not correlate with it.
+_CHANNELS = cast(Table, Channel.__table__).alias("chat_channel")
 
 
 class Chat(Base):
@@ -84,6 +92,18 @@ class Chat(Base):
     # The inbox's order: the last message's time, or the creation time before any message.
     activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the contact last wrote: a platform's reply window (WhatsApp's 24 h) runs from it.
+    last_contact_message_at: Mapped[datetime | None]
+    # The channel's platform, read with the chat (a correlated subquery, never stored): the
+    # chat's answers carry the platform's reply window, which depends on it.
+    platform: Mapped[str | None] = column_property(
+        select(_CHANNELS.c.platform)
+        .where(_CHANNELS.c.id == channel_id)
+        .correlate_except(_CHANNELS)
+        .scalar_subquery(),
+        # A chat never changes channel: a flush of the chat need not reload it.
+        expire_on_flush=False,
+    )
 
 
 class ChatAgentLink(Base):

@@ -58,3 +58,5 @@ class Message(Base):
     delivery_status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     timestamp: Mapped[datetime] = mapped_column(default=utcnow)
     meta_data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Why the message could not be sent (`{code, platform_code, message}`), or None.
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -130,7 +130,7 @@ async def read_chat(
     data: ReadIn | None = None,
 ) -> ReadOut:
     """Mark the chat read for the caller, up to `message_id` (default: the newest)."""
-    mark = await mark_read(session, user.id, chat, data.message_id if data else None)
+    mark = await mark_read(session, hub, user.id, chat, data.message_id if data else None)
     publish_after_commit(session, hub, chat_read_event(mark))
     return ReadOut(chat_id=chat.id, unread_count=mark.unread_count)
 

@@ -6,7 +6,8 @@ Signed with Standard Webhooks in both directions, keyed with the channel's `secr
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
 import httpx2
 from fastapi import Response
@@ -14,11 +15,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from agenthub.chats.schemas import ChatOut, MessageOut
+from agenthub.chats.schemas import MAX_CONTENT, ChatOut, MessageOut
 from agenthub.errors import BadRequest
+from agenthub.ids import new_id
 from agenthub.models import utcnow
 from agenthub.netguard import UnresolvableHost, destination
 from agenthub.platforms.base import (
+    Capabilities,
+    ChatContext,
     Inbound,
     InboundMessage,
     OutboundContext,
@@ -26,6 +30,7 @@ from agenthub.platforms.base import (
     WebhookRequest,
     send_error_from_response,
 )
+from agenthub.platforms.common import outbound_rich
 from agenthub.rotation import channel_secrets
 
 
@@ -39,6 +44,19 @@ class ApiInbound(BaseModel):
 
 class ApiAdapter:
     name = "api"
+    reply_window: timedelta | None = None
+    # Passed through to the callback as given: the client's own widget decides how to show it.
+    capabilities = Capabilities(
+        buttons=3,
+        list_rows=10,
+        templates=False,
+        typing=True,
+        reactions=True,
+        media=True,
+        max_text_length=MAX_CONTENT,
+        rendering="pass_through",
+    )
+    window_closed_codes: frozenset[str] = frozenset()
 
     def verify(self, request: WebhookRequest, credentials: dict[str, Any]) -> bool:
         # During a rotation's grace the client may still sign with the old secret.
@@ -71,18 +89,50 @@ class ApiAdapter:
         if not callback_url:
             # Nowhere to push: the client reads replies through the API or the WebSocket.
             return None
-        body = json.dumps(
-            {
-                "event": "message.outbound",
-                "chat": ChatOut.model_validate(context.chat).model_dump(mode="json"),
-                "message": MessageOut.model_validate(context.message).model_dump(mode="json"),
-            },
-            separators=(",", ":"),
-        ).encode()
+        event: dict[str, Any] = {
+            "event": "message.outbound",
+            "chat": ChatOut.model_validate(context.chat).model_dump(mode="json"),
+            "message": MessageOut.model_validate(context.message).model_dump(mode="json"),
+        }
+        rich = outbound_rich(context.message.meta_data)
+        if rich is not None and rich.buttons is not None:
+            event["buttons"] = [b.model_dump(exclude_none=True) for b in rich.buttons]
+        if rich is not None and rich.list is not None:
+            event["list"] = rich.list.model_dump(exclude_none=True)
+        await self._callback(http, context, str(callback_url), event, context.message.id)
+        return context.message.id
+
+    def check_reaction(self, emoji: str) -> str | None:
+        return None
+
+    async def send_reaction(
+        self, http: httpx2.AsyncClient, context: OutboundContext, emoji: str
+    ) -> None:
+        """A `message.reaction` callback (nothing when the channel has no `callback_url`)."""
+        callback_url = context.channel.config.get("callback_url")
+        if not callback_url:
+            return
+        event = {
+            "event": "message.reaction",
+            "chat": ChatOut.model_validate(context.chat).model_dump(mode="json"),
+            "message_id": context.message.id,
+            "emoji": emoji,
+        }
+        await self._callback(http, context, str(callback_url), event, f"{context.message.id}-r")
+
+    async def _callback(
+        self,
+        http: httpx2.AsyncClient,
+        context: OutboundContext,
+        callback_url: str,
+        event: dict[str, Any],
+        webhook_id: str,
+    ) -> None:
+        body = json.dumps(event, separators=(",", ":")).encode()
         from agenthub.delivery.payload import sign_headers
 
         secrets = channel_secrets(context.credentials, utcnow())
-        headers = sign_headers(secrets, context.message.id, body)
+        headers = sign_headers(secrets, webhook_id, body)
         try:
             # Resolved and checked once, as agent webhooks are (netguard.py).
             target = await destination(
@@ -102,7 +152,25 @@ class ApiAdapter:
             raise SendError(f"{type(exc).__name__}: {exc}", transient=True) from exc
         if not response.is_success:
             raise send_error_from_response(response)
-        return context.message.id
+
+    # --- typing --------------------------------------------------------------------------------
+
+    # One `chat.typing` callback: the client's widget decides how long to show it.
+    typing_renew_seconds: float | None = None
+
+    async def send_typing(self, http: httpx2.AsyncClient, context: ChatContext) -> None:
+        """A `chat.typing` callback (nothing when the channel has no `callback_url`)."""
+        callback_url = context.channel.config.get("callback_url")
+        if not callback_url or context.chat is None:
+            return
+        event = {
+            "event": "chat.typing",
+            "chat": ChatOut.model_validate(context.chat).model_dump(mode="json"),
+        }
+        # `_callback` reads only the credentials and settings of its context.
+        await self._callback(
+            http, cast(OutboundContext, context), str(callback_url), event, new_id("typ")
+        )
 
 
 def _signed_with(secret: str, request: WebhookRequest) -> bool:

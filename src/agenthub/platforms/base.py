@@ -10,14 +10,28 @@ capabilities, each a small protocol the generic code checks with `isinstance`:
 - `ChannelParser`: parses with the channel's credentials at hand (WhatsApp Cloud drops
   messages addressed to another phone number of the same Meta app);
 - `WebhookRegistrar`: registers the hub's webhook URL at the platform (Telegram `setWebhook`);
+- `FollowUpCaller`: makes the platform calls a webhook asks for once it is stored
+  (`Inbound.follow_ups`: Telegram's `answerCallbackQuery` for a button tap);
 - `MediaSource`: downloads a media file the platform only gives out by id and with the
   channel's credentials (Telegram `getFile`, WhatsApp Cloud media ids, WHAPI media ids), so
   the stored `meta_data.media[].url` can point at the hub instead of leaking a token.
+- `RichRules`: refuses rich content (buttons, lists, templates) the platform cannot take
+  beyond the channel-neutral limits of `rich.py` (Telegram's 64-byte `callback_data`);
+- `ReactionSender`: sends (or removes) our reaction to a message.
+- `TypingIndicator`: shows "typing…" in a chat (Telegram `sendChatAction`, renewed; WhatsApp
+  Cloud's and Twilio's indicator on the last inbound message; WHAPI presence; the `api`
+  callback);
+- `ReadReceipts`: marks the chat's last inbound message read (WhatsApp Cloud).
+
+Every adapter also declares its `reply_window` (how long after the contact's last message
+free-form messages may go out; None: no such rule) and its `capabilities` (what the agent
+payload's `chat.capabilities` tells agents).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from functools import cache, cached_property
 from typing import Any, Protocol, cast, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
@@ -71,19 +85,47 @@ class InboundMessage:
     content: str
     contact_name: str | None = None
     meta_data: dict[str, Any] = field(default_factory=dict)
+    # The platform id of the message this one answers (a button or list choice, a quoted
+    # reply). The parser puts `meta_data.reply_to = {"id": <choice id or None>}`; the store
+    # path adds `message_id`, the hub id of that message in the channel (None if unknown).
+    replied_to: str | None = None
 
 
 @dataclass(frozen=True)
 class StatusUpdate:
     external_id: str
     status: DeliveryStatus
+    # On failure: `{"code": "window_closed" | "platform_error", "platform_code", "message",
+    # …}` (the platform's own fields may follow).
     error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ReactionUpdate:
+    """A contact's reaction to a stored message: not a message of its own. It replaces that
+    contact's previous reaction on the target; `emoji` None removes it."""
+
+    target_external_id: str  # the platform id of the message reacted to
+    contact_id: str  # who reacted: the contact's (or group member's) platform id
+    emoji: str | None
+    at: datetime | None = None  # the platform's time, if it gave one
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A platform call to make once the webhook's content is stored, in the background and
+    best effort (Telegram's `answerCallbackQuery`); made by the adapter's `FollowUpCaller`."""
+
+    method: str
+    params: dict[str, Any]
 
 
 @dataclass
 class Inbound:
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
+    reactions: list[ReactionUpdate] = field(default_factory=list)
+    follow_ups: list[FollowUp] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -163,8 +205,30 @@ def send_error_from_response(
     )
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a channel can show, as agents read it in `chat.capabilities`."""
+
+    buttons: int  # reply buttons per message (0: none)
+    list_rows: int  # rows of a list, all sections together (0: no lists)
+    templates: bool
+    typing: bool
+    reactions: bool
+    media: bool
+    max_text_length: int
+    # How buttons and lists reach the contact ("native", "numbered_text", "pass_through").
+    rendering: str = "native"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class PlatformAdapter(Protocol):
     name: str
+    # Free-form messages may go out until this long after the contact's last message (None:
+    # whenever). Templates are the way to write outside it.
+    reply_window: timedelta | None
+    capabilities: Capabilities
 
     def verify(self, request: WebhookRequest, credentials: dict[str, Any]) -> bool:
         """Is this request really from the platform (signature / secret check)?"""
@@ -217,6 +281,40 @@ class MediaSource(Protocol):
         ...
 
 
+@runtime_checkable
+class FollowUpCaller(Protocol):
+    async def follow_up(
+        self, http: httpx2.AsyncClient, context: ChannelContext, call: FollowUp
+    ) -> None:
+        """Make one `FollowUp` call; may raise (the caller logs and moves on)."""
+        ...
+
+
+@runtime_checkable
+class RichRules(Protocol):
+    def check_rich(
+        self, content: str, rich: dict[str, Any]
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """The faults of this rich content on this platform, each at its location in the
+        request body (`("buttons", 0, "id")`) with a message; empty when it can be sent.
+        `rich` holds the validated `buttons`, `list` or `template` as JSON."""
+        ...
+
+
+@runtime_checkable
+class ReactionSender(Protocol):
+    def check_reaction(self, emoji: str) -> str | None:
+        """Why this emoji cannot be sent on the platform, or None."""
+        ...
+
+    async def send_reaction(
+        self, http: httpx2.AsyncClient, context: OutboundContext, emoji: str
+    ) -> None:
+        """React to `context.message` (which has its platform id) with `emoji`; `""` removes
+        our reaction. Raises `SendError` when refused."""
+        ...
+
+
 @cache
 def _is_channel_parser(adapter_type: type) -> bool:
     # A runtime protocol check walks the protocol's members each time: once per class is enough.
@@ -230,3 +328,40 @@ def parse_inbound(
     if _is_channel_parser(type(adapter)):
         return cast(ChannelParser, adapter).parse_for_channel(request, credentials)
     return adapter.parse(request)
+
+
+# --- typing and read receipts (best effort: `typing_indicator.py` calls these) -------------------
+
+
+@dataclass(frozen=True)
+class ChatContext(ChannelContext):
+    """A channel with its credentials and one of its chats, for calls about the chat that
+    are not a message send (typing, read receipts)."""
+
+    chat: Chat | None = None
+    # The platform id of the chat's newest CONTACT message (None: there is none).
+    last_inbound_id: str | None = None
+
+    @property
+    def chat_external_id(self) -> str:
+        return self.chat.external_id if self.chat is not None else ""
+
+
+@runtime_checkable
+class TypingIndicator(Protocol):
+    # Send again this often while typing lasts (Telegram's action fades after ~5 s); None:
+    # one call lasts until our reply or the platform's own limit.
+    typing_renew_seconds: float | None
+
+    async def send_typing(self, http: httpx2.AsyncClient, context: ChatContext) -> None:
+        """Show "typing…" in `context.chat`; nothing when the platform needs an inbound
+        message and there is none. Raises `SendError` (the caller logs it, never retries)."""
+        ...
+
+
+@runtime_checkable
+class ReadReceipts(Protocol):
+    async def mark_read(self, http: httpx2.AsyncClient, context: ChatContext) -> None:
+        """Mark `context.last_inbound_id` (and the messages before it) read on the platform.
+        Raises `SendError`."""
+        ...

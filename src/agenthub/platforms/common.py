@@ -13,6 +13,7 @@ import json
 import logging
 import mimetypes
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -20,6 +21,7 @@ import httpx2
 from fastapi.responses import JSONResponse
 
 from agenthub.platforms.base import Inbound, SendError, WebhookRequest
+from agenthub.rich import Rich, rich_of
 
 log = logging.getLogger("agenthub.platforms")
 
@@ -94,6 +96,15 @@ def number(value: Any) -> float | None:
             return None
         return result if result == result and abs(result) != float("inf") else None
     return None
+
+
+def epoch(value: Any) -> datetime | None:
+    """A platform's Unix time (seconds, a number or digits) as an aware datetime, or None."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 1 << 33:
+        return None
+    return datetime.fromtimestamp(value, UTC)
 
 
 def compact(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -183,3 +194,12 @@ def outbound_media(meta_data: dict[str, Any]) -> list[dict[str, Any]]:
         ):
             items.append(item)
     return items
+
+
+def outbound_rich(meta_data: dict[str, Any]) -> Rich | None:
+    """The buttons, list or template of an outgoing message (None: a plain message); stored
+    content that is not valid (written by hand) is a permanent send failure."""
+    try:
+        return rich_of(meta_data)
+    except ValueError as exc:
+        raise SendError(str(exc), transient=False) from None

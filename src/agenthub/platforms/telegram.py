@@ -1,8 +1,11 @@
 """`telegram`: Bot API webhooks (JSON `Update`s), the secret-token header, and Bot API sends.
 
 - Inbound: `X-Telegram-Bot-Api-Secret-Token` must equal the channel's `secret_token` (the
-  value given to `setWebhook`). Only `message` updates are stored; edits, channel posts,
-  callback queries and every other update are acknowledged and ignored.
+  value given to `setWebhook`). `message` updates are stored; a `callback_query` (a tap on
+  one of our inline buttons) becomes a contact message with `meta_data.reply_to` and is
+  answered with `answerCallbackQuery` once stored (`follow_up`); a `message_reaction` updates
+  the message reacted to. Edits, channel posts and every other update are acknowledged and
+  ignored.
 - Chats are keyed by Telegram's chat id (a private chat's id is the user's id; a group's is
   the group's), messages by `"{chat_id}:{message_id}"`. A re-sent update (same `update_id`)
   carries the same message, so that key dedupes it too; `update_id` is kept in `meta_data`.
@@ -15,6 +18,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -22,11 +26,15 @@ import httpx2
 from fastapi import Response
 
 from agenthub.platforms.base import (
+    Capabilities,
     ChannelContext,
+    ChatContext,
+    FollowUp,
     Inbound,
     InboundMessage,
     MediaDownload,
     OutboundContext,
+    ReactionUpdate,
     SendError,
     WebhookRequest,
 )
@@ -34,6 +42,7 @@ from agenthub.platforms.common import (
     NAME_MAX,
     TEXT_MAX,
     compact,
+    epoch,
     guess_type,
     ident,
     json_ack,
@@ -44,19 +53,102 @@ from agenthub.platforms.common import (
     obj,
     objs,
     outbound_media,
+    outbound_rich,
     response_json,
     safe_parse,
     secret_matches,
     split_text,
     text,
 )
+from agenthub.rich import Rich
 
 DEFAULT_API_BASE = "https://api.telegram.org"
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 - a header name
 TEXT_LIMIT = 4096
+CALLBACK_DATA_MAX = 64  # bytes of UTF-8
+TOO_LONG_FOR_CALLBACK_DATA = "at most 64 bytes (UTF-8) on telegram channels (callback_data)"
+# ReactionTypeEmoji: the only emoji a bot may react with.
+REACTION_EMOJI = frozenset(
+    (
+        "❤",
+        "👍",
+        "👎",
+        "🔥",
+        "🥰",
+        "👏",
+        "😁",
+        "🤔",
+        "🤯",
+        "😱",
+        "🤬",
+        "😢",
+        "🎉",
+        "🤩",
+        "🤮",
+        "💩",
+        "🙏",
+        "👌",
+        "🕊",
+        "🤡",
+        "🥱",
+        "🥴",
+        "😍",
+        "🐳",
+        "❤\u200d🔥",
+        "🌚",
+        "🌭",
+        "💯",
+        "🤣",
+        "⚡",
+        "🍌",
+        "🏆",
+        "💔",
+        "🤨",
+        "😐",
+        "🍓",
+        "🍾",
+        "💋",
+        "🖕",
+        "😈",
+        "😴",
+        "😭",
+        "🤓",
+        "👻",
+        "👨\u200d💻",
+        "👀",
+        "🎃",
+        "🙈",
+        "😇",
+        "😨",
+        "🤝",
+        "✍",
+        "🤗",
+        "🫡",
+        "🎅",
+        "🎄",
+        "☃",
+        "💅",
+        "🤪",
+        "🗿",
+        "🆒",
+        "💘",
+        "🙉",
+        "🦄",
+        "😘",
+        "💊",
+        "🙊",
+        "😎",
+        "👾",
+        "🤷\u200d♂",
+        "🤷",
+        "🤷\u200d♀",
+        "😡",
+    )
+)
 CAPTION_LIMIT = 1024
-# The updates the hub asks for in setWebhook (others would be ignored anyway).
-ALLOWED_UPDATES = ["message"]
+# The updates the hub asks for in setWebhook (others would be ignored anyway). Telegram sends
+# `message_reaction` only when asked for by name.
+ALLOWED_UPDATES = ["message", "callback_query", "message_reaction"]
 
 # Message fields holding one file, in the order they are looked for (an animation message
 # also carries `document`, so `animation` comes first), with a default content type.
@@ -86,6 +178,18 @@ NO_CAPTION = {"sticker", "video_note"}
 
 class TelegramAdapter:
     name = "telegram"
+    reply_window: timedelta | None = None
+    # Buttons are an inline keyboard (a list: one button per row), so the neutral limits apply.
+    capabilities = Capabilities(
+        buttons=3,
+        list_rows=10,
+        templates=False,
+        typing=True,
+        reactions=True,
+        media=True,
+        max_text_length=TEXT_LIMIT,
+    )
+    window_closed_codes: frozenset[str] = frozenset()
 
     # --- inbound -------------------------------------------------------------------------------
 
@@ -98,8 +202,13 @@ class TelegramAdapter:
     def _parse(self, request: WebhookRequest) -> Inbound:
         update = obj(load_json(request.body))
         message = update.get("message")
+        if isinstance(update.get("callback_query"), dict):
+            return _callback_query(update["callback_query"], update.get("update_id"))
+        if isinstance(update.get("message_reaction"), dict):
+            reaction = _reaction(update["message_reaction"])
+            return Inbound(reactions=[reaction] if reaction else [])
         if not isinstance(message, dict):
-            # edited_message, channel_post, callback_query, my_chat_member, …: ignored.
+            # edited_message, channel_post, my_chat_member, …: ignored.
             return Inbound()
         parsed = self._message(request, message, update.get("update_id"))
         return Inbound(messages=[parsed] if parsed else [])
@@ -214,6 +323,12 @@ class TelegramAdapter:
         if isinstance(chat_id, str) and chat_id.lstrip("-").isdigit():
             chat_id = int(chat_id)
         content = context.message.content
+        rich = outbound_rich(context.message.meta_data)
+        if rich is not None:
+            keyboard = {"chat_id": chat_id, **render_rich(content, rich)}
+            result = await self._call(http, base, token, "sendMessage", keyboard)
+            message_id = ident(obj(result).get("message_id"))
+            return f"{context.chat.external_id}:{message_id}" if message_id else None
         media = outbound_media(context.message.meta_data)
         kinds = [_outbound_kind(item) for item in media]
         as_caption = (
@@ -243,6 +358,44 @@ class TelegramAdapter:
             first = first or message_id
         return f"{context.chat.external_id}:{first}" if first else None
 
+    def check_rich(
+        self, content: str, rich: dict[str, Any]
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        """`callback_data` (the choice's id) is 1-64 bytes of UTF-8."""
+        faults: list[tuple[tuple[str | int, ...], str]] = []
+        for n, button in enumerate(rich.get("buttons") or []):
+            if len(button["id"].encode()) > CALLBACK_DATA_MAX:
+                faults.append((("buttons", n, "id"), TOO_LONG_FOR_CALLBACK_DATA))
+        for s, section in enumerate((rich.get("list") or {}).get("sections") or []):
+            for r, row in enumerate(section["rows"]):
+                if len(row["id"].encode()) > CALLBACK_DATA_MAX:
+                    faults.append(
+                        (("list", "sections", s, "rows", r, "id"), TOO_LONG_FOR_CALLBACK_DATA)
+                    )
+        return faults
+
+    def check_reaction(self, emoji: str) -> str | None:
+        if emoji and _reaction_emoji(emoji) not in REACTION_EMOJI:
+            return "not one of the emoji Telegram allows as a reaction (ReactionTypeEmoji)"
+        return None
+
+    async def send_reaction(
+        self, http: httpx2.AsyncClient, context: OutboundContext, emoji: str
+    ) -> None:
+        """`setMessageReaction`; an empty `reaction` removes ours (one per bot and message)."""
+        token = _token(context.credentials)
+        chat_part, _, message_part = str(context.message.external_id).rpartition(":")
+        chat_id: int | str = chat_part or context.chat.external_id
+        if isinstance(chat_id, str) and chat_id.lstrip("-").isdigit():
+            chat_id = int(chat_id)
+        if not message_part.isdigit():
+            raise SendError("The message has no Telegram message id", transient=False)
+        reaction = [{"type": "emoji", "emoji": _reaction_emoji(emoji)}] if emoji else []
+        payload = {"chat_id": chat_id, "message_id": int(message_part), "reaction": reaction}
+        await self._call(
+            http, context.api_base_url(DEFAULT_API_BASE), token, "setMessageReaction", payload
+        )
+
     async def _call(
         self,
         http: httpx2.AsyncClient,
@@ -271,7 +424,16 @@ class TelegramAdapter:
             status_code=response.status_code,
         )
 
-    # --- webhook registration and media -----------------------------------------------------
+    # --- webhook registration, follow-ups and media -----------------------------------------
+
+    async def follow_up(
+        self, http: httpx2.AsyncClient, context: ChannelContext, call: FollowUp
+    ) -> None:
+        """`answerCallbackQuery` for a tap, which stops the client's progress indicator."""
+        token = _token(context.credentials)
+        await self._call(
+            http, context.api_base_url(DEFAULT_API_BASE), token, call.method, call.params
+        )
 
     async def register_webhook(self, http: httpx2.AsyncClient, context: ChannelContext) -> None:
         """`setWebhook` with the hub's URL and the channel's `secret_token`."""
@@ -319,8 +481,126 @@ class TelegramAdapter:
             content_type = header_type or "application/octet-stream"
         return MediaDownload(response=response, content_type=content_type, filename=filename)
 
+    # --- typing --------------------------------------------------------------------------------
+
+    # `sendChatAction` shows for about 5 s (or until our next message): send it again every 4 s.
+    typing_renew_seconds: float | None = 4.0
+
+    async def send_typing(self, http: httpx2.AsyncClient, context: ChatContext) -> None:
+        """`sendChatAction {chat_id, action: "typing"}`."""
+        token = _token(context.credentials)
+        chat_id: int | str = context.chat_external_id
+        if isinstance(chat_id, str) and chat_id.lstrip("-").isdigit():
+            chat_id = int(chat_id)
+        await self._call(
+            http,
+            context.api_base_url(DEFAULT_API_BASE),
+            token,
+            "sendChatAction",
+            {"chat_id": chat_id, "action": "typing"},
+        )
+
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _callback_query(query: dict[str, Any], update_id: Any) -> Inbound:
+    """A tap on one of our inline keyboard buttons: a contact message with the button's label
+    (looked up in the keyboard of the message tapped, which Telegram sends back) and
+    `reply_to.id` = its `callback_data`; always answered with `answerCallbackQuery`."""
+    query_id = ident(query.get("id"))
+    if query_id is None:
+        return Inbound()
+    answer = FollowUp("answerCallbackQuery", {"callback_query_id": query_id})
+    message = obj(query.get("message"))
+    chat = obj(message.get("chat"))
+    chat_id = ident(chat.get("id"))
+    data = text(query.get("data"), 64 * 4)
+    if chat_id is None or data is None or chat.get("type") == "channel":
+        return Inbound(follow_ups=[answer])  # a game, an inline-mode message: nothing to store
+    label = _button_label(message.get("reply_markup"), query.get("data"))
+    message_id = _int(message.get("message_id"))
+    meta: dict[str, Any] = {
+        "type": "callback_query",
+        "reply_to": {"id": data},
+    } | compact(
+        {
+            "update_id": update_id if isinstance(update_id, int) else None,
+            "callback_query_id": query_id,
+            "chat_type": text(chat.get("type"), 32),
+        }
+    )
+    if chat.get("type") in ("group", "supergroup") and (sender := _user(query.get("from"))):
+        meta["sender"] = sender
+    parsed = InboundMessage(
+        external_id=f"{chat_id}:callback:{query_id}"[:255],
+        contact_id=chat_id,
+        contact_name=_chat_name(chat),
+        content=label or data,
+        meta_data=meta,
+        # Our sent messages are stored as "{chat_id}:{message_id}".
+        replied_to=f"{chat_id}:{message_id}" if message_id is not None else None,
+    )
+    return Inbound(messages=[parsed], follow_ups=[answer])
+
+
+def _button_label(markup: Any, data: Any) -> str | None:
+    rows = obj(markup).get("inline_keyboard")
+    for row in rows if isinstance(rows, list) else []:
+        for button in objs(row):
+            if button.get("callback_data") == data:
+                return text(button.get("text"), TEXT_MAX)
+    return None
+
+
+def _reaction(update: dict[str, Any]) -> ReactionUpdate | None:
+    """`message_reaction`: the user's reactions before and after. A bot may see several per
+    user; the hub keeps one: the newly added emoji (else the first one left), or none."""
+    chat_id = ident(obj(update.get("chat")).get("id"))
+    message_id = _int(update.get("message_id"))
+    who = ident(obj(update.get("user")).get("id")) or ident(obj(update.get("actor_chat")).get("id"))
+    if chat_id is None or message_id is None or who is None:
+        return None
+    old = [e for e in map(_emoji, objs(update.get("old_reaction"))) if e]
+    new = [e for e in map(_emoji, objs(update.get("new_reaction"))) if e]
+    added = [emoji for emoji in new if emoji not in old]
+    kept = added or new
+    emoji = kept[0] if kept else None
+    return ReactionUpdate(
+        target_external_id=f"{chat_id}:{message_id}",
+        contact_id=who,
+        emoji=emoji,
+        at=epoch(update.get("date")),
+    )
+
+
+def _emoji(reaction: dict[str, Any]) -> str | None:
+    if reaction.get("type") == "emoji":
+        return text(reaction.get("emoji"), 64)
+    if reaction.get("type") == "paid":
+        return "⭐"
+    return None  # custom emoji: shown by id only in Telegram's clients
+
+
+def render_rich(content: str, rich: Rich) -> dict[str, Any]:
+    """`text` and an inline keyboard (`callback_data` = the choice's id): buttons on one row,
+    a list's rows one per keyboard row."""
+    if rich.buttons is not None:
+        keyboard = [[{"text": b.title, "callback_data": b.id} for b in rich.buttons]]
+    elif rich.list is not None:
+        keyboard = [
+            [{"text": row.title, "callback_data": row.id}]
+            for section in rich.list.sections
+            for row in section.rows
+        ]
+    else:
+        raise SendError("Templates cannot be sent on Telegram", transient=False)
+    return {"text": content, "reply_markup": {"inline_keyboard": keyboard}}
+
+
+def _reaction_emoji(emoji: str) -> str:
+    """Telegram's spelling: without the emoji presentation selector ("❤", not "❤️")."""
+    return emoji.replace("\ufe0f", "")
 
 
 def _token(credentials: dict[str, Any]) -> str:

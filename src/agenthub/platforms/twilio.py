@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import re
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -13,6 +16,8 @@ from fastapi import Response
 
 from agenthub.models import DeliveryStatus
 from agenthub.platforms.base import (
+    Capabilities,
+    ChatContext,
     Inbound,
     InboundMessage,
     OutboundContext,
@@ -21,10 +26,18 @@ from agenthub.platforms.base import (
     WebhookRequest,
     send_error_from_response,
 )
-from agenthub.platforms.common import secret_matches
+from agenthub.platforms.common import outbound_rich, secret_matches
+from agenthub.rich import Rich, positional
 
 DEFAULT_API_BASE = "https://api.twilio.com"
+# The typing indicator is on the Messaging API's host (`config.typing_api_base_url` replaces it).
+DEFAULT_TYPING_API_BASE = "https://messaging.twilio.com"
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+TEXT_LIMIT = 1600  # a WhatsApp message's Body
+CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
+
+# The status callback's ErrorCode when a free-form message went out of the 24-hour window.
+WINDOW_CLOSED_CODE = 63016
 
 # Twilio's MessageStatus values that mean something to a dashboard; the rest are ignored.
 STATUS_MAP = {
@@ -68,6 +81,20 @@ def _url_variants(url: str) -> list[str]:
 
 class TwilioAdapter:
     name = "whatsapp_twilio"
+    reply_window: timedelta | None = timedelta(hours=24)
+    # Free-form buttons and lists go as numbered text lines (Content templates carry real ones).
+    capabilities = Capabilities(
+        buttons=3,
+        list_rows=10,
+        templates=True,
+        typing=True,
+        reactions=False,
+        media=True,
+        max_text_length=TEXT_LIMIT,
+        rendering="numbered_text",
+    )
+    # Twilio's error code for "outside the 24 h window" (a send's 4xx or a status callback).
+    window_closed_codes = frozenset({"63016"})
 
     def verify(self, request: WebhookRequest, credentials: dict[str, Any]) -> bool:
         token = credentials.get("auth_token")
@@ -99,8 +126,17 @@ class TwilioAdapter:
         if status is None:
             return Inbound()
         error = None
-        if params.get("ErrorCode"):
-            error = {"code": params["ErrorCode"], "detail": params.get("ErrorMessage")}
+        if code := params.get("ErrorCode"):
+            platform_code: int | str = (
+                int(code) if code.isascii() and code.isdigit() and len(code) < 10 else code[:64]
+            )
+            window_closed = platform_code == WINDOW_CLOSED_CODE and status == DeliveryStatus.FAILED
+            error = {
+                "code": "window_closed" if window_closed else "platform_error",
+                "platform_code": platform_code,
+                "message": params.get("ErrorMessage") or None,
+                "detail": params.get("ErrorMessage") or None,
+            }
         return Inbound(statuses=[StatusUpdate(sid, status, error)])
 
     def _message(self, sid: str, params: dict[str, str]) -> InboundMessage:
@@ -121,16 +157,42 @@ class TwilioAdapter:
         ):
             if params.get(key):
                 meta[key[0].lower() + key[1:]] = params[key]
+        content = params.get("Body", "")
+        # A tap on a Content template's button (`ButtonPayload`: its id, else the label) or a
+        # list-picker row (`ListId`), answering our message `OriginalRepliedMessageSid`.
+        choice = params.get("ButtonPayload") or params.get("ListId") or None
+        replied_to = params.get("OriginalRepliedMessageSid") or None
+        if choice:
+            content = content or params.get("ButtonText") or params.get("ListTitle") or ""
+        if choice or replied_to:
+            meta["reply_to"] = {"id": choice}
+        for key in ("ListId", "ListTitle"):
+            if params.get(key):
+                meta[key[0].lower() + key[1:]] = params[key]
         return InboundMessage(
             external_id=sid,
             contact_id=params["From"],
             contact_name=params.get("ProfileName"),
-            content=params.get("Body", ""),
+            content=content,
             meta_data=meta,
+            replied_to=replied_to,
         )
 
     def acknowledge(self) -> Response:
         return Response(TWIML_EMPTY, media_type="text/xml")
+
+    def check_rich(
+        self, content: str, rich: dict[str, Any]
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        template = rich.get("template")
+        if template is not None:
+            if not CONTENT_SID.fullmatch(template["name"]):
+                return [(("template", "name"), "a Twilio Content SID (HX + 32 hex digits)")]
+            return []
+        body = numbered_text(content, Rich.model_validate(rich))
+        if len(body) > TEXT_LIMIT:
+            return [(("content",), f"with its numbered choices, at most {TEXT_LIMIT} characters")]
+        return []
 
     async def send(self, http: httpx2.AsyncClient, context: OutboundContext) -> str | None:
         creds = context.credentials
@@ -144,6 +206,17 @@ class TwilioAdapter:
                 f"{context.public_url}/webhooks/{self.name}/{context.channel.id}/status"
             ),
         }
+        rich = outbound_rich(context.message.meta_data)
+        if rich is not None and rich.template is not None:
+            # A Content template: its SID and variables, no Body.
+            del form["Body"]
+            form["ContentSid"] = rich.template.name
+            if rich.template.parameters:
+                form["ContentVariables"] = json.dumps(
+                    positional(rich.template), separators=(",", ":"), ensure_ascii=False
+                )
+        elif rich is not None:
+            form["Body"] = numbered_text(context.message.content, rich)
         media = [
             str(item["url"])
             for item in context.message.meta_data.get("media") or []
@@ -165,6 +238,53 @@ class TwilioAdapter:
             body = _json(response)
             raise send_error_from_response(response, body.get("code"), body.get("message"))
         return _json(response).get("sid")
+
+    # --- typing --------------------------------------------------------------------------------
+
+    # One call: the indicator lasts until our reply is delivered or 25 s.
+    typing_renew_seconds: float | None = None
+
+    async def send_typing(self, http: httpx2.AsyncClient, context: ChatContext) -> None:
+        """`POST /v2/Indicators/Typing.json channel=whatsapp&messageId=<last inbound SID>`
+        (which also marks that message read); nothing without an inbound message."""
+        if not context.last_inbound_id:
+            return
+        creds = context.credentials
+        base = str(
+            context.channel.config.get("typing_api_base_url") or DEFAULT_TYPING_API_BASE
+        ).rstrip("/")
+        try:
+            response = await http.post(
+                f"{base}/v2/Indicators/Typing.json",
+                data={"channel": "whatsapp", "messageId": context.last_inbound_id},
+                auth=(creds["account_sid"], creds["auth_token"]),
+                headers={"Accept": "application/json"},
+                timeout=15,
+            )
+        except httpx2.HTTPError as exc:
+            raise SendError(f"{type(exc).__name__}: {exc}", transient=True) from exc
+        if not response.is_success:
+            body = _json(response)
+            raise send_error_from_response(response, body.get("code"), body.get("message"))
+
+
+def numbered_text(content: str, rich: Rich) -> str:
+    """Buttons or a list as WhatsApp text: the body, then one numbered line per choice
+    ("1. Yes"); list rows keep their description, sections their title."""
+    lines: list[str] = []
+    if rich.buttons is not None:
+        lines = [f"{n}. {button.title}" for n, button in enumerate(rich.buttons, start=1)]
+    elif rich.list is not None:
+        n = 0
+        titled = len(rich.list.sections) > 1
+        for section in rich.list.sections:
+            if titled:
+                lines.append(f"{section.title}:")
+            for row in section.rows:
+                n += 1
+                line = f"{n}. {row.title}"
+                lines.append(f"{line} - {row.description}" if row.description else line)
+    return content + "\n\n" + "\n".join(lines) if lines else content
 
 
 def _json(response: httpx2.Response) -> dict[str, Any]:

@@ -6,8 +6,10 @@
   ones are our own sends (or the phone's) echoed back and are ignored. Chats are keyed by
   `chat_id` (`…@s.whatsapp.net` for a person, `…@g.us` for a group), so a group is one chat
   whatever member writes; the member is kept in `meta_data.sender`. Status broadcasts and
-  newsletters are ignored, and so are edits, deletions and reactions (`action` messages,
-  non-`post` events).
+  newsletters are ignored, and so are edits and deletions (`action` messages other than
+  reactions, non-`post` events). Reactions (`action.type: "reaction"`) update the message
+  reacted to; button and list replies carry `meta_data.reply_to` (WHAPI's id prefix
+  stripped).
 - `statuses[]` move `delivery_status` forward (sent, delivered, read/played, failed).
 - Media carry a public `link` when WHAPI's auto-download is on; otherwise `url` points at the
   hub's proxy (`/channels/{channel_id}/media/{media_id}`, fetched with the token).
@@ -17,6 +19,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -25,11 +28,14 @@ from fastapi import Response
 
 from agenthub.models import DeliveryStatus
 from agenthub.platforms.base import (
+    Capabilities,
     ChannelContext,
+    ChatContext,
     Inbound,
     InboundMessage,
     MediaDownload,
     OutboundContext,
+    ReactionUpdate,
     SendError,
     StatusUpdate,
     WebhookRequest,
@@ -38,6 +44,7 @@ from agenthub.platforms.common import (
     NAME_MAX,
     TEXT_MAX,
     compact,
+    epoch,
     guess_type,
     ident,
     json_ack,
@@ -48,11 +55,13 @@ from agenthub.platforms.common import (
     obj,
     objs,
     outbound_media,
+    outbound_rich,
     response_json,
     safe_parse,
     secret_matches,
     text,
 )
+from agenthub.rich import Rich
 
 DEFAULT_API_BASE = "https://gate.whapi.cloud"
 SECRET_HEADER = "x-webhook-secret"  # noqa: S105 - a header name
@@ -79,11 +88,24 @@ MEDIA_TYPES = {
 SEND_KINDS = {"image", "video", "gif", "audio", "voice", "document", "sticker"}
 CAPTIONED = {"image", "video", "gif", "document"}
 IGNORED_CHATS = ("status@broadcast",)
+CHOICE_PREFIXES = ("ButtonsV3:", "ListV3:")
 IGNORED_SUFFIXES = ("@newsletter", "@broadcast")
 
 
 class WhapiAdapter:
     name = "whapi"
+    reply_window: timedelta | None = None
+    # WHAPI's limits are undocumented beyond 3 quick replies: WhatsApp's are assumed.
+    capabilities = Capabilities(
+        buttons=3,
+        list_rows=10,
+        templates=False,
+        typing=True,
+        reactions=True,
+        media=True,
+        max_text_length=4096,
+    )
+    window_closed_codes: frozenset[str] = frozenset()
 
     # --- inbound -------------------------------------------------------------------------------
 
@@ -102,7 +124,10 @@ class WhapiAdapter:
             return Inbound()
         inbound = Inbound()
         for message in objs(payload.get("messages")):
-            if parsed := self._message(request, message):
+            if message.get("type") == "action":
+                if reaction := _reaction(message):
+                    inbound.reactions.append(reaction)
+            elif parsed := self._message(request, message):
                 inbound.messages.append(parsed)
         for status in objs(payload.get("statuses")):
             if update := _status(status):
@@ -126,6 +151,7 @@ class WhapiAdapter:
         body = obj(message.get(kind))
         content = ""
         meta: dict[str, Any] = {"type": kind}
+        choice: str | None = None  # the id of the button or list row chosen
         if kind == "text":
             content = text(body.get("body"), TEXT_MAX) or ""
             if not content:
@@ -188,13 +214,16 @@ class WhapiAdapter:
                     "description": text(reply.get("description")),
                 }
             )
+            choice = _choice_id(meta["interactive"].get("id")) or title
         else:
             # action (reactions, edits, deletions), poll, system, call, …: ignored.
             return None
+        replied_to = ident(obj(message.get("context")).get("quoted_id"))
+        if choice is not None or replied_to:
+            meta["reply_to"] = {"id": choice}
         meta.update(
             compact(
                 {
-                    "reply_to": ident(obj(message.get("context")).get("quoted_id")),
                     "timestamp": message.get("timestamp")
                     if isinstance(message.get("timestamp"), int)
                     else None,
@@ -217,6 +246,7 @@ class WhapiAdapter:
             contact_name=name,
             content=content,
             meta_data=meta,
+            replied_to=replied_to,
         )
 
     def acknowledge(self) -> Response:
@@ -229,6 +259,10 @@ class WhapiAdapter:
         base = context.api_base_url(DEFAULT_API_BASE)
         to = context.chat.external_id
         content = context.message.content
+        rich = outbound_rich(context.message.meta_data)
+        if rich is not None:
+            interactive = {"to": to, **render_rich(content, rich)}
+            return await self._post(http, f"{base}/messages/interactive", token, interactive)
         media = outbound_media(context.message.meta_data)
         kinds = [_outbound_kind(item) for item in media]
         as_caption = (
@@ -256,6 +290,29 @@ class WhapiAdapter:
             message_id = await self._post(http, f"{base}/messages/{kind}", token, body)
             first = first or message_id
         return first
+
+    def check_reaction(self, emoji: str) -> str | None:
+        return None
+
+    async def send_reaction(
+        self, http: httpx2.AsyncClient, context: OutboundContext, emoji: str
+    ) -> None:
+        """`PUT /messages/{id}/reaction {emoji}`; `DELETE` on the same path removes ours."""
+        token = _token(context.credentials)
+        base = context.api_base_url(DEFAULT_API_BASE)
+        url = f"{base}/messages/{quote(str(context.message.external_id), safe='')}/reaction"
+        try:
+            response = await http.request(
+                "PUT" if emoji else "DELETE",
+                url,
+                json={"emoji": emoji} if emoji else None,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                timeout=20,
+            )
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise network_error(exc, redact=token) from None
+        if not response.is_success:
+            raise _whapi_error(response, response_json(response))
 
     async def _post(
         self, http: httpx2.AsyncClient, url: str, token: str, body: dict[str, Any]
@@ -307,8 +364,48 @@ class WhapiAdapter:
         content_type = response.headers.get("content-type", "application/octet-stream")
         return MediaDownload(response=response, content_type=content_type)
 
+    # --- typing --------------------------------------------------------------------------------
+
+    # The presence lasts `delay` seconds: one call.
+    typing_renew_seconds: float | None = None
+
+    async def send_typing(self, http: httpx2.AsyncClient, context: ChatContext) -> None:
+        """`PUT /presences/{ChatID} {"presence": "typing", "delay": 5}`."""
+        token = _token(context.credentials)
+        base = context.api_base_url(DEFAULT_API_BASE)
+        url = f"{base}/presences/{quote(context.chat_external_id, safe='')}"
+        try:
+            response = await http.put(
+                url,
+                json={"presence": "typing", "delay": 5},
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                timeout=20,
+            )
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise network_error(exc, redact=token) from None
+        if not response.is_success:
+            raise _whapi_error(response, response_json(response))
+
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def render_rich(content: str, rich: Rich) -> dict[str, Any]:
+    """`POST /messages/interactive`: quick-reply buttons, or a list (`action.list`)."""
+    if rich.buttons is not None:
+        buttons = [{"type": "quick_reply", "title": b.title, "id": b.id} for b in rich.buttons]
+        return {"type": "button", "body": {"text": content}, "action": {"buttons": buttons}}
+    if rich.list is not None:
+        sections = [
+            {
+                "title": section.title,
+                "rows": [row.model_dump(exclude_none=True) for row in section.rows],
+            }
+            for section in rich.list.sections
+        ]
+        menu = {"label": rich.list.button, "sections": sections}
+        return {"type": "list", "body": {"text": content}, "action": {"list": menu}}
+    raise SendError("Templates cannot be sent through WHAPI", transient=False)
 
 
 def _token(credentials: dict[str, Any]) -> str:
@@ -338,6 +435,38 @@ def _media_item(request: WebhookRequest, body: dict[str, Any], kind: str) -> dic
             "filename": filename,
             "file_size": body.get("file_size") if isinstance(body.get("file_size"), int) else None,
         }
+    )
+
+
+def _choice_id(value: str | None) -> str | None:
+    """Our button or row id: WHAPI prefixes it (`ButtonsV3:yes`, `ListV3:row-1`)."""
+    if value:
+        for prefix in CHOICE_PREFIXES:
+            if value.startswith(prefix):
+                return value[len(prefix) :] or None
+    return value
+
+
+def _reaction(message: dict[str, Any]) -> ReactionUpdate | None:
+    """`{"type": "action", "action": {"type": "reaction", "target": <message id>, "emoji"}}`
+    from a contact; an empty emoji removes the reaction. Other actions (edits, deletions)
+    and our own reactions echoed back are ignored."""
+    action = obj(message.get("action"))
+    if action.get("type") != "reaction" or message.get("from_me") in (True, "true"):
+        return None
+    target = ident(action.get("target"))
+    sender = ident(message.get("from"))
+    chat_id = ident(message.get("chat_id"))
+    if target is None or (sender or chat_id) is None:
+        return None
+    if chat_id and chat_id.endswith(IGNORED_SUFFIXES):
+        return None
+    who = sender or chat_id
+    return ReactionUpdate(
+        target_external_id=target,
+        contact_id=str(who),
+        emoji=text(action.get("emoji"), 64),
+        at=epoch(message.get("timestamp")),
     )
 
 

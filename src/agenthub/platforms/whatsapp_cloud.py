@@ -5,9 +5,12 @@
   text; anything else → 403.
 - `POST`: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app_secret, raw body)>`. A payload
   batches `entry[].changes[].value` objects with `messages` (stored, deduped on the `wamid`)
-  and `statuses` (sent/delivered/read/failed, with Meta's error codes kept in
-  `meta_data.error` on failure). Changes addressed to another `phone_number_id` than the
-  channel's (one Meta app may serve several numbers) are ignored.
+  and `statuses` (sent/delivered/read/failed; on failure an error whose `code` is
+  `window_closed` for Meta's 131047, else `platform_error`, with Meta's code and text).
+  Button and list replies (and template quick replies) carry `meta_data.reply_to`; a
+  `reaction` is not a message but a `ReactionUpdate` of the message reacted to. Changes
+  addressed to another `phone_number_id` than the channel's (one Meta app may serve several
+  numbers) are ignored.
 - Media arrive as ids; `meta_data.media[].url` points at the hub's proxy
   (`/channels/{channel_id}/media/{media_id}`), which fetches them with the access token.
 - Outbound: `POST {base}/{version}/{phone_number_id}/messages` with `Authorization: Bearer`,
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -28,19 +32,24 @@ from fastapi.responses import PlainTextResponse
 
 from agenthub.models import DeliveryStatus
 from agenthub.platforms.base import (
+    Capabilities,
     ChannelContext,
+    ChatContext,
     Inbound,
     InboundMessage,
     MediaDownload,
     OutboundContext,
+    ReactionUpdate,
     SendError,
     StatusUpdate,
     WebhookRequest,
 )
 from agenthub.platforms.common import (
+    META_TEXT_MAX,
     NAME_MAX,
     TEXT_MAX,
     compact,
+    epoch,
     ident,
     json_ack,
     load_json,
@@ -51,12 +60,14 @@ from agenthub.platforms.common import (
     obj,
     objs,
     outbound_media,
+    outbound_rich,
     response_json,
     safe_parse,
     secret_matches,
     split_text,
     text,
 )
+from agenthub.rich import Rich
 
 DEFAULT_API_BASE = "https://graph.facebook.com"
 SIGNATURE_HEADER = "x-hub-signature-256"
@@ -71,6 +82,8 @@ STATUS_MAP = {
 }
 MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
 CAPTIONED = {"image", "video", "document"}
+# A status callback's error code for "more than 24 hours since the contact's last message".
+WINDOW_CLOSED_CODE = 131047
 # Graph error codes worth retrying: rate limits, throttling and Meta's own transient failures.
 TRANSIENT_CODES = {1, 2, 4, 17, 341, 80007, 130429, 131000, 131016, 131048, 131056, 133004}
 
@@ -83,6 +96,18 @@ def signature(app_secret: str, body: bytes) -> str:
 
 class WhatsAppCloudAdapter:
     name = "whatsapp_cloud"
+    reply_window: timedelta | None = timedelta(hours=24)
+    capabilities = Capabilities(
+        buttons=3,
+        list_rows=10,
+        templates=True,
+        typing=True,
+        reactions=True,
+        media=True,
+        max_text_length=TEXT_LIMIT,
+    )
+    # Graph error codes meaning "outside the 24 h window" (a send's 4xx or a status callback).
+    window_closed_codes = frozenset({"131047"})
 
     # --- inbound -------------------------------------------------------------------------------
 
@@ -132,7 +157,10 @@ class WhatsAppCloudAdapter:
                     continue
                 names = _contact_names(value.get("contacts"))
                 for message in objs(value.get("messages")):
-                    if parsed := self._message(request, message, names):
+                    if message.get("type") == "reaction":
+                        if reaction := _reaction(message):
+                            inbound.reactions.append(reaction)
+                    elif parsed := self._message(request, message, names):
                         inbound.messages.append(parsed)
                 for status in objs(value.get("statuses")):
                     if update := _status(status):
@@ -151,6 +179,7 @@ class WhatsAppCloudAdapter:
         body = obj(message.get(kind))
         content = ""
         meta: dict[str, Any] = {"type": kind}
+        choice: str | None = None  # the id of the button or list row chosen
         if kind == "text":
             content = text(body.get("body"), TEXT_MAX) or ""
             if not content:
@@ -196,6 +225,8 @@ class WhatsAppCloudAdapter:
                 return None
             content = reply.get("title") or reply.get("body") or ""
             meta["interactive"] = reply
+            if reply["type"] != "nfm_reply":
+                choice = reply.get("id") or reply.get("title")
         elif kind == "button":
             content = text(body.get("text"), TEXT_MAX) or ""
             meta["button"] = compact(
@@ -203,14 +234,18 @@ class WhatsAppCloudAdapter:
             )
             if not content:
                 return None
+            choice = meta["button"].get("payload") or content[:META_TEXT_MAX]
         else:
             # reaction, order, system, unsupported, unknown, …: acknowledged and ignored.
             return None
         context = obj(message.get("context"))
+        # `context.id`: the message answered (ours, for a choice) or quoted.
+        replied_to = ident(context.get("id"))
+        if choice is not None or replied_to:
+            meta["reply_to"] = {"id": choice}
         meta.update(
             compact(
                 {
-                    "reply_to": ident(context.get("id")),
                     "forwarded": context.get("forwarded") is True or None,
                     "timestamp": text(message.get("timestamp"), 32),
                 }
@@ -222,6 +257,7 @@ class WhatsAppCloudAdapter:
             contact_name=names.get(contact),
             content=content,
             meta_data=meta,
+            replied_to=replied_to,
         )
 
     def acknowledge(self) -> Response:
@@ -238,6 +274,10 @@ class WhatsAppCloudAdapter:
         )
         to = context.chat.external_id
         content = context.message.content
+        rich = outbound_rich(context.message.meta_data)
+        if rich is not None:
+            body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
+            return await self._post(http, url, token, body | render_rich(content, rich))
         media = outbound_media(context.message.meta_data)
         kinds = [_outbound_kind(item) for item in media]
         as_caption = (
@@ -271,6 +311,36 @@ class WhatsAppCloudAdapter:
             )
             first = first or wamid
         return first
+
+    def check_rich(
+        self, content: str, rich: dict[str, Any]
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        template = rich.get("template")
+        if template is not None and not template.get("language"):
+            return [(("template", "language"), "required on whatsapp_cloud (e.g. en_US)")]
+        return []
+
+    def check_reaction(self, emoji: str) -> str | None:
+        return None
+
+    async def send_reaction(
+        self, http: httpx2.AsyncClient, context: OutboundContext, emoji: str
+    ) -> None:
+        """`type: reaction` on the target's wamid; `""` removes ours."""
+        token, phone_number_id = _credentials(context.credentials)
+        version = context.settings.whatsapp_graph_version
+        url = (
+            f"{context.api_base_url(DEFAULT_API_BASE)}/{version}/"
+            f"{quote(phone_number_id, safe='')}/messages"
+        )
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": context.chat.external_id,
+            "type": "reaction",
+            "reaction": {"message_id": context.message.external_id, "emoji": emoji},
+        }
+        await self._post(http, url, token, body)
 
     async def _post(
         self, http: httpx2.AsyncClient, url: str, token: str, body: dict[str, Any]
@@ -329,8 +399,78 @@ class WhatsAppCloudAdapter:
         )
         return MediaDownload(response=download, content_type=content_type)
 
+    # --- typing and read receipts --------------------------------------------------------------
+
+    # One call: the indicator lasts until our reply or 25 s.
+    typing_renew_seconds: float | None = None
+
+    async def send_typing(self, http: httpx2.AsyncClient, context: ChatContext) -> None:
+        """Read + typing on the chat's last inbound message (nothing without one)."""
+        if context.last_inbound_id:
+            await self._status_read(http, context, {"typing_indicator": {"type": "text"}})
+
+    async def mark_read(self, http: httpx2.AsyncClient, context: ChatContext) -> None:
+        """`status: read` on the chat's last inbound message (earlier ones follow)."""
+        if context.last_inbound_id:
+            await self._status_read(http, context, {})
+
+    async def _status_read(
+        self, http: httpx2.AsyncClient, context: ChatContext, extra: dict[str, Any]
+    ) -> None:
+        token, phone_number_id = _credentials(context.credentials)
+        version = context.settings.whatsapp_graph_version
+        url = (
+            f"{context.api_base_url(DEFAULT_API_BASE)}/{version}/"
+            f"{quote(phone_number_id, safe='')}/messages"
+        )
+        body = {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": context.last_inbound_id,
+            **extra,
+        }
+        await self._post(http, url, token, body)
+
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def render_rich(content: str, rich: Rich) -> dict[str, Any]:
+    """The `type` and its object for a message with buttons, a list or a template (added to
+    `messaging_product`, `recipient_type` and `to`)."""
+    if rich.template is not None:
+        template: dict[str, Any] = {
+            "name": rich.template.name,
+            "language": {"code": rich.template.language},
+        }
+        parameters = rich.template.parameters
+        if isinstance(parameters, list):
+            values = [{"type": "text", "text": value} for value in parameters]
+        else:
+            values = [
+                {"type": "text", "parameter_name": name, "text": value}
+                for name, value in parameters.items()
+            ]
+        if values:  # a template without variables takes no components
+            template["components"] = [{"type": "body", "parameters": values}]
+        return {"type": "template", "template": template}
+    if rich.buttons is not None:
+        buttons = [{"type": "reply", "reply": {"id": b.id, "title": b.title}} for b in rich.buttons]
+        interactive = {"type": "button", "body": {"text": content}, "action": {"buttons": buttons}}
+        return {"type": "interactive", "interactive": interactive}
+    assert rich.list is not None
+    sections = [
+        {
+            "title": section.title,
+            "rows": [row.model_dump(exclude_none=True) for row in section.rows],
+        }
+        for section in rich.list.sections
+    ]
+    action = {"button": rich.list.button, "sections": sections}
+    return {
+        "type": "interactive",
+        "interactive": {"type": "list", "body": {"text": content}, "action": action},
+    }
 
 
 def _credentials(credentials: dict[str, Any]) -> tuple[str, str]:
@@ -377,18 +517,47 @@ def _status(status: dict[str, Any]) -> StatusUpdate | None:
     errors = objs(status.get("errors"))
     if errors:
         first = errors[0]
-        error = compact(
+        code = first.get("code")
+        if not isinstance(code, int) or isinstance(code, bool):
+            code = None
+        title = text(first.get("title")) or text(first.get("message"))
+        details = text(obj(first.get("error_data")).get("details"))
+        message = f"{title}: {details}" if title and details and details != title else None
+        error = {
+            "code": "window_closed" if code == WINDOW_CLOSED_CODE else "platform_error",
+            "platform_code": code,
+            "message": message or title or details or "failed",
+        } | compact(
             {
-                "code": first.get("code") if isinstance(first.get("code"), int) else None,
                 "title": text(first.get("title")),
-                "detail": text(first.get("message"))
-                or text(obj(first.get("error_data")).get("details")),
-                "details": text(obj(first.get("error_data")).get("details")),
+                "detail": text(first.get("message")) or details,
+                "details": details,
             }
         )
     elif mapped == DeliveryStatus.FAILED:
-        error = {"detail": "failed (no reason given)"}
+        error = {
+            "code": "platform_error",
+            "platform_code": None,
+            "message": "failed (no reason given)",
+            "detail": "failed (no reason given)",
+        }
     return StatusUpdate(wamid, mapped, error)
+
+
+def _reaction(message: dict[str, Any]) -> ReactionUpdate | None:
+    """`{"type": "reaction", "reaction": {"message_id": <target wamid>, "emoji"}}`; no emoji
+    (or "") removes the contact's reaction."""
+    body = obj(message.get("reaction"))
+    target = ident(body.get("message_id"))
+    contact = ident(message.get("from")) or ident(message.get("from_user_id"))
+    if target is None or contact is None:
+        return None
+    return ReactionUpdate(
+        target_external_id=target,
+        contact_id=contact,
+        emoji=text(body.get("emoji"), 64),
+        at=epoch(message.get("timestamp")),
+    )
 
 
 def _mime(value: Any, kind: str) -> str:

@@ -4,9 +4,11 @@ The database holds all due work, so a Celery task is only "look now": `agenthub.
 It is sent when a request commits new work (`CeleryJobRunner.wake`) and by the beat every
 `job_sweep_seconds` (the sweep that catches lost wake-ups and crashed workers' leases). When
 something falls due sooner than the next sweep (a sub-second buffer window), one worker in the
-cluster waits for it inside its task and runs another pass. No task is ever sent with a
-countdown: due times stay in the database, and a worker holding a countdown task when Redis went
-away crashed its consumer in kombu (`restore_unacked`) and took no more tasks.
+cluster waits for it inside its task and runs another pass (work that was already due when a
+pass began and that the pass left is not waited for: another pass holds its rows, or its own
+wake-up is on the way). No task is ever sent with a countdown: due times stay in the database,
+and a worker holding a countdown task when Redis went away crashed its consumer in kombu
+(`restore_unacked`) and took no more tasks.
 
 Celery cannot run `async def` tasks, so each worker process keeps one event loop and one Hub for
 its whole life (created at `worker_process_init`), and task bodies run the async handlers on it.
@@ -59,6 +61,10 @@ def create_celery(settings: Settings) -> Celery:
         beat_scheduler="celery.beat:Scheduler",
         # Redis may be away for long: keep reconnecting instead of exiting after ~100 tries.
         broker_connection_max_retries=None,
+        # A wake-up taken by a worker that then dies is simply lost (the sweep looks again),
+        # so kombu need not park every task in Redis's unacked set until it is acknowledged:
+        # that is several Redis round trips per task, and a restore to run on reconnect.
+        broker_transport_options={"ack_emulation": False},
     )
     app.task(name=TASK_NAME)(_run_due_work_task)
     return app
@@ -93,12 +99,22 @@ def _start_worker_process(**_: Any) -> None:
 
     # Here, in the pool process: the batch span processor's thread does not survive a fork.
     tracing.setup()
-    loop = asyncio.new_event_loop()
+    loop = _new_event_loop()
     asyncio.set_event_loop(loop)
     _WorkerState.loop = loop
     _WorkerState.hub = loop.run_until_complete(build_production_hub(get_settings(), worker=True))
     tracing.instrument_hub(_WorkerState.hub)
     _WorkerState.hub.settle_memory()
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed (as `agenthub serve` runs under uvicorn): the same passes cost
+    less CPU on it than on asyncio's selector loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 @worker_process_shutdown.connect
@@ -118,8 +134,12 @@ def _run_due_work_task() -> None:
     sweep = hub.settings.job_sweep_seconds
     deadline = time.monotonic() + sweep  # never hold the worker much longer than a sweep
     while True:
-        next_due = _passes(loop, hub, run_due_work)
-        if next_due is None:
+        started, next_due = _passes(loop, hub, run_due_work)
+        if next_due is None or (next_due <= started and not hub.jobs.woken):
+            # Nothing, or only work that was due when the pass began and that it left: rows
+            # a concurrent pass holds (and delivers), or work committed since, whose commit
+            # sends its own wake-up. (A pass that reached its limit wakes us: `woken` is
+            # still set only if twenty passes in a row did.)
             return
         delay = max((next_due - utcnow()).total_seconds(), 0.0)
         if delay >= sweep or time.monotonic() + delay > deadline:
@@ -133,13 +153,14 @@ def _passes(loop: asyncio.AbstractEventLoop, hub: Any, run_due_work: Any) -> Any
     """Work this pass creates (a retry, a reply to send, the next batch) wakes the runner:
     handle it here and now rather than through the broker. A finished delivery with nothing
     new to do wakes nobody, so the usual task is one pass."""
-    next_due = None
+    started = next_due = None
     for _ in range(20):
         hub.jobs.woken = False
-        next_due = loop.run_until_complete(run_due_work(hub, utcnow(), wait=True))
+        started = utcnow()
+        next_due = loop.run_until_complete(run_due_work(hub, started, wait=True))
         if not hub.jobs.woken:
             break
-    return next_due
+    return started, next_due
 
 
 _FOLLOW_UP = """

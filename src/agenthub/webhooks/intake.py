@@ -11,7 +11,9 @@ grow, so the cost per webhook falls as the rate rises.
 
 A webhook's answer still means "stored" (or refused): a request is only acknowledged after the
 commit that holds its message. If a batch fails as a whole, its webhooks are retried one by one,
-so one bad webhook never fails the others.
+so one bad webhook never fails the others. Platform calls a webhook asks for once stored
+(`Inbound.follow_ups`: Telegram's `answerCallbackQuery`) run after the commit, in the
+background, and never hold up or fail the answer.
 """
 
 from __future__ import annotations
@@ -35,9 +37,17 @@ from agenthub.delivery.outbound import apply_status
 from agenthub.errors import Forbidden, NotFound
 from agenthub.hub import Hub
 from agenthub.models import Base, Channel
-from agenthub.platforms.base import Inbound, PlatformAdapter, WebhookRequest, parse_inbound
+from agenthub.platforms.base import (
+    ChannelContext,
+    FollowUp,
+    FollowUpCaller,
+    Inbound,
+    PlatformAdapter,
+    WebhookRequest,
+    parse_inbound,
+)
 from agenthub.uow import commit
-from agenthub.webhooks.service import Arrival, store_contact_messages
+from agenthub.webhooks.service import Arrival, apply_reactions, store_contact_messages
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +143,7 @@ async def ingest_batch(
         channels = await _channels(session, {webhook.channel_id for webhook in batch})
         outcomes: list[Response | Exception] = []
         arrivals: list[Arrival] = []
-        inbounds: list[tuple[str, Inbound]] = []
+        inbounds: list[tuple[ReceivedWebhook, Inbound]] = []
         parsed: list[Inbound | None] = []  # by webhook, for the metrics
         for webhook in batch:
             try:
@@ -144,19 +154,61 @@ async def ingest_batch(
                 continue
             outcomes.append(webhook.adapter.acknowledge())
             parsed.append(inbound)
-            inbounds.append((webhook.channel_id, inbound))
+            inbounds.append((webhook, inbound))
             arrivals += [
                 Arrival(webhook.channel_id, m, webhook.received_at) for m in inbound.messages
             ]
         stored = await store_contact_messages(session, hub, arrivals) if arrivals else []
-        for channel_id, inbound in inbounds:
+        for webhook, inbound in inbounds:
             for update in inbound.statuses:
                 await apply_status(
-                    session, hub, channel_id, update.external_id, update.status, update.error
+                    session,
+                    hub,
+                    webhook.channel_id,
+                    update.external_id,
+                    update.status,
+                    update.error,
+                )
+            if inbound.reactions:
+                await apply_reactions(
+                    session, hub, webhook.channel_id, inbound.reactions, webhook.received_at
                 )
         await commit(session)
     _count(batch, outcomes, parsed, stored)  # once committed: a failed batch is retried
+    for webhook, inbound in inbounds:
+        if inbound.follow_ups:
+            secrets = credentials(channels[webhook.channel_id].credentials_encrypted)
+            hub.spawn(_follow_up(hub, webhook, inbound.follow_ups, secrets))
     return outcomes
+
+
+async def _follow_up(
+    hub: Hub, webhook: ReceivedWebhook, calls: list[FollowUp], secrets: dict[str, Any]
+) -> None:
+    """The platform calls a stored webhook asks for (Telegram's `answerCallbackQuery`), in
+    the background, once it is committed: the platform's answer waits for none of them, and
+    one failing is logged and forgotten (the platform copes without it)."""
+    adapter = webhook.adapter
+    if not isinstance(adapter, FollowUpCaller):
+        return
+    try:
+        async with hub.db.session() as session:
+            channel = await session.get(Channel, webhook.channel_id)
+        if channel is None:
+            return
+        context = ChannelContext(
+            channel=channel,
+            credentials=secrets,
+            public_url=hub.settings.effective_public_url,
+            settings=hub.settings,
+        )
+        for call in calls:
+            try:
+                await adapter.follow_up(hub.http, context, call)
+            except Exception as exc:
+                log.info("%s: %s failed: %s", adapter.name, call.method, exc)
+    except Exception:
+        log.exception("%s: follow-up calls failed", adapter.name)
 
 
 def _count(
@@ -180,7 +232,8 @@ def _outcome(outcome: Response | Exception, inbound: Inbound | None, rows: Itera
     if inbound.messages:
         fresh = [next(rows) is not None for _ in inbound.messages]
         return "stored" if any(fresh) else "duplicate"
-    return "stored" if inbound.statuses else "ignored"  # status callbacks are applied
+    # status callbacks and reactions are applied
+    return "stored" if inbound.statuses or inbound.reactions else "ignored"
 
 
 async def _channels(session: AsyncSession, channel_ids: set[str]) -> dict[str, Any]:

@@ -4,7 +4,12 @@ channel's agents for new chats (`channels/default_agents.py`) and filling their 
 Written for batches: the intake (`webhooks/intake.py`) hands over every message that arrived
 while the previous transaction was committing, and this stores them all with a fixed number of
 set-based statements (one lookup of already-stored ids, one of the chats, one insert of the
-messages, …) whatever the batch size. A batch of one is the plain case.
+messages, …) whatever the batch size. A batch of one is the plain case. Messages that answer
+another (a button or list choice, a quoted reply) cost one lookup more, of the hub ids of the
+messages answered, for the batch; the others none.
+
+Contact reactions are not messages: `apply_reactions` updates the target's
+`meta_data.reactions`.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from agenthub.models import (
     Message,
     SenderType,
 )
-from agenthub.platforms.base import InboundMessage
+from agenthub.platforms.base import InboundMessage, ReactionUpdate
 
 # The tables themselves: set-based Core statements, no ORM unit of work on this hot path.
 CHATS = Base.metadata.tables[Chat.__tablename__]
@@ -56,6 +61,10 @@ def _any_of(column: Any, name: str) -> Any:
 # than executing it. `IN` lists of plain values match a superset of the wanted (channel,
 # contact) pairs when a batch spans several channels; callers keep the exact pairs.
 STORED_IDS = select(MESSAGES.c.channel_id, MESSAGES.c.external_id).where(
+    _any_of(MESSAGES.c.channel_id, "channel_ids"), _any_of(MESSAGES.c.external_id, "external_ids")
+)
+# The hub ids of the messages that arriving ones answer (a choice, a quoted reply).
+REPLIED_TO = select(MESSAGES.c.channel_id, MESSAGES.c.external_id, MESSAGES.c.id).where(
     _any_of(MESSAGES.c.channel_id, "channel_ids"), _any_of(MESSAGES.c.external_id, "external_ids")
 )
 LOCKED_CHATS = (
@@ -89,6 +98,8 @@ UPDATE_CHAT_SUMMARIES = (
         activity_at=bindparam("preview_ts"),
         last_sender_type=bindparam("preview_sender"),
         name=bindparam("new_name"),
+        # A platform's reply window (WhatsApp's 24 h) runs from the contact's last message.
+        last_contact_message_at=bindparam("preview_ts"),
     )
 )
 BUFFERING_LINKS = (
@@ -172,7 +183,7 @@ def _store(session: Session, clock: Callable[[], datetime], arrivals: list[Arriv
     if not fresh:
         return {}, [], False
     chats, created = _chats_for(conn, clock, fresh)
-    stored = _insert_messages(conn, chats, fresh)
+    stored = _insert_messages(conn, chats, fresh, _replied_to(conn, fresh))
     buffered = _fill_buffers(conn, list(stored.values()))
     return stored, [chats[key] for key in created], buffered
 
@@ -214,6 +225,37 @@ def _not_yet_stored(conn: Connection, arrivals: Sequence[Arrival]) -> list[Arriv
             stored.add(key)
             fresh.append(arrival)
     return fresh
+
+
+def _replied_to(conn: Connection, arrivals: Sequence[Arrival]) -> dict[tuple[str, str], str]:
+    """The hub ids of the messages the arrivals answer, by (channel, platform id): one query,
+    and none when no arrival answers one."""
+    wanted = {(a.channel_id, a.message.replied_to) for a in arrivals if a.message.replied_to}
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        REPLIED_TO,
+        {
+            "channel_ids": sorted({channel_id for channel_id, _ in wanted}),
+            "external_ids": sorted({external_id for _, external_id in wanted}),
+        },
+    )
+    return {
+        (channel_id, external_id): message_id
+        for channel_id, external_id, message_id in rows
+        if (channel_id, external_id) in wanted
+    }
+
+
+def _meta_data(arrival: Arrival, replied_to: dict[tuple[str, str], str]) -> dict[str, Any]:
+    """The message's meta_data, its `reply_to` (set by the parser) completed with the hub id
+    of the message answered (None when the hub does not have it)."""
+    meta = arrival.message.meta_data or {}
+    reply_to = meta.get("reply_to")
+    if not isinstance(reply_to, dict):
+        return meta
+    key = (arrival.channel_id, arrival.message.replied_to or "")
+    return {**meta, "reply_to": {**reply_to, "message_id": replied_to.get(key)}}
 
 
 def _chats_for(
@@ -308,7 +350,10 @@ def _insert_chats_if_absent(
 
 
 def _insert_messages(
-    conn: Connection, chats: dict[ChatKey, dict[str, Any]], arrivals: list[Arrival]
+    conn: Connection,
+    chats: dict[ChatKey, dict[str, Any]],
+    arrivals: list[Arrival],
+    replied_to: dict[tuple[str, str], str],
 ) -> dict[int, dict[str, Any]]:
     """Insert the messages, next in their chats' order, and refresh each chat's summary.
     Returns the rows by `id()` of their arrival."""
@@ -322,6 +367,7 @@ def _insert_messages(
         chat["last_message"] = inbound.content[:PREVIEW_CHARS]
         chat["last_message_ts"] = arrival.received_at
         chat["last_sender_type"] = SenderType.CONTACT.value
+        chat["last_contact_message_at"] = arrival.received_at
         chat["name"] = chat["name"] or inbound.contact_name
         stored[id(arrival)] = {
             "id": new_id("msg"),
@@ -334,7 +380,7 @@ def _insert_messages(
             "external_id": inbound.external_id,
             "delivery_status": DeliveryStatus.DELIVERED.value,
             "timestamp": arrival.received_at,
-            "meta_data": inbound.meta_data or {},
+            "meta_data": _meta_data(arrival, replied_to),
         }
     conn.execute(INSERT_MESSAGES, list(stored.values()))
     conn.execute(
@@ -379,3 +425,56 @@ def _buffered(link: Any, arrived: list[datetime]) -> dict[str, Any]:
 def _chat(row: dict[str, Any]) -> Chat:
     """A detached Chat carrying the row's values (for the `chat_updated` event)."""
     return Chat(**{column.key: row[column.key] for column in CHATS.columns})
+
+
+# --- reactions ----------------------------------------------------------------------------------
+
+
+async def apply_reactions(
+    session: AsyncSession,
+    hub: Hub,
+    channel_id: str,
+    reactions: Sequence[ReactionUpdate],
+    received_at: datetime,
+) -> int:
+    """A contact's reactions to stored messages of the channel: each replaces that contact's
+    reaction in the target's `meta_data.reactions` (`[{emoji, by, at}]`), or removes it, and
+    raises `message_updated`. A reaction to a message the hub does not have is ignored.
+    Returns how many messages changed."""
+    targets = sorted({reaction.target_external_id for reaction in reactions})
+    found = await session.scalars(
+        select(Message)
+        .where(Message.channel_id == channel_id, Message.external_id.in_(targets))
+        .order_by(Message.id)
+        .with_for_update()
+    )
+    messages = {message.external_id: message for message in found}
+    changed: dict[str, Message] = {}
+    for reaction in reactions:
+        message = messages.get(reaction.target_external_id)
+        if message is None:
+            continue
+        before = message.meta_data.get("reactions")
+        after = react(before, reaction, received_at)
+        if after != before:
+            message.meta_data = {**message.meta_data, "reactions": after}
+            changed[message.id] = message
+    if changed:
+        await session.flush()
+    for message in changed.values():
+        events.publish_after_commit(session, hub, events.message_updated(message))
+    return len(changed)
+
+
+def react(reactions: Any, reaction: ReactionUpdate, received_at: datetime) -> list[dict[str, Any]]:
+    """`reactions` (a message's `meta_data.reactions`) after `reaction`: one entry per
+    contact, the newest last."""
+    kept = [
+        entry
+        for entry in (reactions if isinstance(reactions, list) else [])
+        if isinstance(entry, dict) and entry.get("by") != reaction.contact_id
+    ]
+    if reaction.emoji:
+        at = reaction.at or received_at
+        kept.append({"emoji": reaction.emoji, "by": reaction.contact_id, "at": at.isoformat()})
+    return kept
