@@ -238,15 +238,16 @@ async def test_a_burst_of_wake_ups_sends_one_or_two_tasks(
         broker = redis.Redis.from_url(redis_server.url())
         try:
             before = broker.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0)
+            # A burst between two turns of the event loop (as a batch of commits makes it):
+            # counted before the delivery, whose own work may send more wake-ups.
             for _ in range(50):
                 hub.jobs.wake()
-                await asyncio.sleep(0)
-            await _delivered(hub, agent, message_id)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.3)
             sent = broker.info("commandstats")["cmdstat_lpush"]["calls"] - before
+            await _delivered(hub, agent, message_id)
         finally:
             broker.close()
-        assert 1 <= sent <= 2, sent
+        assert sent == 1, sent
 
 
 @pytest.mark.parametrize("kind", [CELERY])  # the in-process runner has no broker

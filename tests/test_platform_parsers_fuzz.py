@@ -529,7 +529,7 @@ CREDENTIALS: dict[str, dict[str, str]] = {
     "whapi": {"token": "fuzz-token", "webhook_secret": "fuzz-secret"},
 }
 PARSER_SETTINGS = settings(
-    max_examples=examples(200), deadline=None, suppress_health_check=list(HealthCheck)
+    max_examples=examples(120), deadline=None, suppress_health_check=list(HealthCheck)
 )
 
 

@@ -150,7 +150,8 @@ def context_for(
         channel=channel,
         credentials=CREDENTIALS[platform],
         public_url="http://hub.test",
-        settings=get_settings(),
+        # The fakes listen on loopback, whatever database the process's settings name.
+        settings=get_settings().model_copy(update={"allow_private_agent_urls": True}),
     )
 
 
