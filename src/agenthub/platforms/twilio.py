@@ -224,20 +224,7 @@ class TwilioAdapter:
         ]
         if media:
             form["MediaUrl"] = media
-        try:
-            response = await http.post(
-                url,
-                data=form,
-                auth=(creds["account_sid"], creds["auth_token"]),
-                headers={"Accept": "application/json"},
-                timeout=15,
-            )
-        except httpx2.HTTPError as exc:
-            raise SendError(f"{type(exc).__name__}: {exc}", transient=True) from exc
-        if not response.is_success:
-            body = _json(response)
-            raise send_error_from_response(response, body.get("code"), body.get("message"))
-        return _json(response).get("sid")
+        return (await _post_form(http, url, form, creds)).get("sid")
 
     # --- typing --------------------------------------------------------------------------------
 
@@ -249,23 +236,32 @@ class TwilioAdapter:
         (which also marks that message read); nothing without an inbound message."""
         if not context.last_inbound_id:
             return
-        creds = context.credentials
         base = str(
             context.channel.config.get("typing_api_base_url") or DEFAULT_TYPING_API_BASE
         ).rstrip("/")
-        try:
-            response = await http.post(
-                f"{base}/v2/Indicators/Typing.json",
-                data={"channel": "whatsapp", "messageId": context.last_inbound_id},
-                auth=(creds["account_sid"], creds["auth_token"]),
-                headers={"Accept": "application/json"},
-                timeout=15,
-            )
-        except httpx2.HTTPError as exc:
-            raise SendError(f"{type(exc).__name__}: {exc}", transient=True) from exc
-        if not response.is_success:
-            body = _json(response)
-            raise send_error_from_response(response, body.get("code"), body.get("message"))
+        form = {"channel": "whatsapp", "messageId": context.last_inbound_id}
+        await _post_form(http, f"{base}/v2/Indicators/Typing.json", form, context.credentials)
+
+
+async def _post_form(
+    http: httpx2.AsyncClient, url: str, form: dict[str, Any], creds: dict[str, Any]
+) -> dict[str, Any]:
+    """POST a form to a Twilio API with the account's Basic auth; its JSON answer, or the
+    `SendError` its failure means (network errors are transient)."""
+    try:
+        response = await http.post(
+            url,
+            data=form,
+            auth=(creds["account_sid"], creds["auth_token"]),
+            headers={"Accept": "application/json"},
+            timeout=15,
+        )
+    except httpx2.HTTPError as exc:
+        raise SendError(f"{type(exc).__name__}: {exc}", transient=True) from exc
+    body = _json(response)
+    if not response.is_success:
+        raise send_error_from_response(response, body.get("code"), body.get("message"))
+    return body
 
 
 def numbered_text(content: str, rich: Rich) -> str:

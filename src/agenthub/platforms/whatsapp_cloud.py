@@ -266,12 +266,7 @@ class WhatsAppCloudAdapter:
     # --- outbound ------------------------------------------------------------------------------
 
     async def send(self, http: httpx2.AsyncClient, context: OutboundContext) -> str | None:
-        token, phone_number_id = _credentials(context.credentials)
-        version = context.settings.whatsapp_graph_version
-        url = (
-            f"{context.api_base_url(DEFAULT_API_BASE)}/{version}/"
-            f"{quote(phone_number_id, safe='')}/messages"
-        )
+        token, url = _messages_endpoint(context)
         to = context.chat.external_id
         content = context.message.content
         rich = outbound_rich(context.message.meta_data)
@@ -327,12 +322,7 @@ class WhatsAppCloudAdapter:
         self, http: httpx2.AsyncClient, context: OutboundContext, emoji: str
     ) -> None:
         """`type: reaction` on the target's wamid; `""` removes ours."""
-        token, phone_number_id = _credentials(context.credentials)
-        version = context.settings.whatsapp_graph_version
-        url = (
-            f"{context.api_base_url(DEFAULT_API_BASE)}/{version}/"
-            f"{quote(phone_number_id, safe='')}/messages"
-        )
+        token, url = _messages_endpoint(context)
         body = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
@@ -417,12 +407,7 @@ class WhatsAppCloudAdapter:
     async def _status_read(
         self, http: httpx2.AsyncClient, context: ChatContext, extra: dict[str, Any]
     ) -> None:
-        token, phone_number_id = _credentials(context.credentials)
-        version = context.settings.whatsapp_graph_version
-        url = (
-            f"{context.api_base_url(DEFAULT_API_BASE)}/{version}/"
-            f"{quote(phone_number_id, safe='')}/messages"
-        )
+        token, url = _messages_endpoint(context)
         body = {
             "messaging_product": "whatsapp",
             "status": "read",
@@ -471,6 +456,14 @@ def render_rich(content: str, rich: Rich) -> dict[str, Any]:
         "type": "interactive",
         "interactive": {"type": "list", "body": {"text": content}, "action": action},
     }
+
+
+def _messages_endpoint(context: OutboundContext | ChatContext) -> tuple[str, str]:
+    """The access token and the Graph `/{phone_number_id}/messages` URL every send goes to."""
+    token, phone_number_id = _credentials(context.credentials)
+    version = context.settings.whatsapp_graph_version
+    base = context.api_base_url(DEFAULT_API_BASE)
+    return token, f"{base}/{version}/{quote(phone_number_id, safe='')}/messages"
 
 
 def _credentials(credentials: dict[str, Any]) -> tuple[str, str]:
