@@ -500,6 +500,7 @@ async def react(
     from agenthub.delivery.outbound import outbound_context
     from agenthub.platforms import SendError, get_adapter
     from agenthub.platforms.base import ReactionSender
+    from agenthub.reactions import with_reaction
 
     message = await get_message(session, chat, message_id)
     platform = str(chat.platform)
@@ -521,13 +522,7 @@ async def react(
     message = await session.get_one(
         Message, message.id, with_for_update=True, populate_existing=True
     )
-    reactions = [
-        r
-        for r in message.meta_data.get("reactions") or []
-        if not (isinstance(r, dict) and r.get("by") == principal.id)
-    ]
-    if emoji:
-        reactions.append({"emoji": emoji, "by": principal.id, "at": hub.clock().isoformat()})
+    reactions = with_reaction(message.meta_data.get("reactions"), principal.id, emoji, hub.clock())
     message.meta_data = {**message.meta_data, "reactions": reactions}
     await session.flush()
     events.publish_after_commit(session, hub, events.message_updated(message))

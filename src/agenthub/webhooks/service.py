@@ -45,6 +45,7 @@ from agenthub.models import (
     SenderType,
 )
 from agenthub.platforms.base import InboundMessage, ReactionUpdate
+from agenthub.reactions import with_reaction
 
 # The tables themselves: set-based Core statements, no ORM unit of work on this hot path.
 CHATS = Base.metadata.tables[Chat.__tablename__]
@@ -455,7 +456,9 @@ async def apply_reactions(
         if message is None:
             continue
         before = message.meta_data.get("reactions")
-        after = react(before, reaction, received_at)
+        after = with_reaction(
+            before, reaction.contact_id, reaction.emoji, reaction.at or received_at
+        )
         if after != before:
             message.meta_data = {**message.meta_data, "reactions": after}
             changed[message.id] = message
@@ -464,17 +467,3 @@ async def apply_reactions(
     for message in changed.values():
         events.publish_after_commit(session, hub, events.message_updated(message))
     return len(changed)
-
-
-def react(reactions: Any, reaction: ReactionUpdate, received_at: datetime) -> list[dict[str, Any]]:
-    """`reactions` (a message's `meta_data.reactions`) after `reaction`: one entry per
-    contact, the newest last."""
-    kept = [
-        entry
-        for entry in (reactions if isinstance(reactions, list) else [])
-        if isinstance(entry, dict) and entry.get("by") != reaction.contact_id
-    ]
-    if reaction.emoji:
-        at = reaction.at or received_at
-        kept.append({"emoji": reaction.emoji, "by": reaction.contact_id, "at": at.isoformat()})
-    return kept
