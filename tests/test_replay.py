@@ -44,6 +44,7 @@ from agenthub.delivery.agents import (
     record_outcome,
 )
 from agenthub.delivery.engine import next_work_time
+from agenthub.delivery.leases import renew_leases
 from agenthub.hub import Hub
 from agenthub.migrate import alembic_config, upgrade_database
 from agenthub.models import (
@@ -295,6 +296,9 @@ async def _message_ids(hub: Hub, chat_id: str) -> list[str]:
 MAX_ATTEMPTS = 2
 
 
+LEASE = timedelta(seconds=15)
+
+
 @dataclass
 class PairModel:
     """One (chat, agent), as the rules have it: its pending deliveries oldest first, the one
@@ -341,9 +345,13 @@ class ReplaySim:
 
     async def poll(self) -> None:
         async with self.hub.db.transaction() as session:
+            # What the heartbeat of the process running them does (`delivery/leases.py`): the
+            # attempts in flight keep their leases, however far the clock moved.
+            held = [(c.delivery_id, c.attempt_number) for c in self.flying]
+            probes = [(c.delivery_id, c.attempt_number) for c in self.flying if c.probe]
+            await renew_leases(session, held, self.clock.now + LEASE, probes=probes)
             await create_due_deliveries(session, self.clock.now)
-            # The lease as the heartbeat keeps it while the attempt runs: past the 10 s timeout.
-            claims = await claim_due_attempts(session, self.clock.now, lease=timedelta(seconds=15))
+            claims = await claim_due_attempts(session, self.clock.now, lease=LEASE)
         await self._observe_new()
         for claim in claims:
             pair = self.pairs[self.chat_of[claim.delivery_id]]
@@ -385,10 +393,19 @@ class ReplaySim:
         pair = self.pairs[self.chat_of[delivery_id]]
         pair.in_flight = None
         trigger, self.trigger[delivery_id] = self.trigger[delivery_id], "scheduled"
-        self.triggers[delivery_id].append(trigger)
+        # The breaker's probes (the agent unavailable after failures in a row) are logged as
+        # such, and a failed scheduled one neither fails the delivery nor counts toward its
+        # attempts (docs/agents.md, "When the agent is down").
+        probes_before = self.triggers[delivery_id].count("probe")
+        self.triggers[delivery_id].append("probe" if claim.probe else trigger)
+        toward_limit = claim.attempt_number - probes_before
         if result == "ok":
             self.successes[delivery_id] = self.successes.get(delivery_id, 0) + 1
-        elif result == "503" and trigger == "scheduled" and claim.attempt_number < MAX_ATTEMPTS:
+        elif (
+            result == "503"
+            and trigger == "scheduled"
+            and (claim.probe or toward_limit < MAX_ATTEMPTS)
+        ):
             return  # retried later, still the one due
         else:
             self.failed.append(delivery_id)
