@@ -11,6 +11,12 @@ Actions come from `agent.script` (a queue, first in first out), else from `agent
 else `agent.default` (200 with an empty JSON object). Every response carries `Connection: close`,
 so each delivery attempt is one connection and a dropped one never poisons a pooled connection.
 
+With `protocol="openai"` it is an OpenAI-compatible server instead (`POST /chat/completions`,
+`/responses`): the same actions, a 2xx answer streamed as server-sent events (a reply's texts
+as chunks, `handoff` as a `handoff_to_human` tool call); `stream(...)` scripts the chunks
+themselves, and can break the stream halfway. The hub's ids come from its `agenthub-*`
+headers, so the checks below work the same.
+
 The server also checks the hub's ordering promise: it notes every time two requests for the same
 (chat, agent) were in flight at once (`agent.overlaps`). A request stops being in flight once it is
 answered, dropped, or the client has hung up on it.
@@ -33,11 +39,16 @@ from typing import Any, Literal
 
 @dataclass(frozen=True)
 class Action:
-    kind: Literal["respond", "hang", "drop"]
+    kind: Literal["respond", "hang", "drop", "stream"]
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # `stream` (openai): the text chunks, the pause between them, and how many to send before
+    # dropping the connection (None: all, then the end of the stream).
+    chunks: tuple[str, ...] = ()
+    pause: float = 0.0
+    break_after: int | None = None
 
 
 def respond(
@@ -61,6 +72,13 @@ def reply(
     if handoff is not None:
         body["handoff"] = handoff
     return respond(200, body, delay=delay)
+
+
+def stream(
+    *chunks: str, pause: float = 0.0, break_after: int | None = None, delay: float = 0
+) -> Action:
+    """(openai) A streamed answer of these text chunks."""
+    return Action("stream", 200, delay=delay, chunks=chunks, pause=pause, break_after=break_after)
 
 
 def hang(seconds: float = 10.0) -> Action:
@@ -87,23 +105,37 @@ class Request:
 
     @property
     def delivery_id(self) -> str | None:
-        return self.headers.get("webhook-id")
+        return self.headers.get("webhook-id") or self.headers.get("agenthub-delivery-id")
 
     @property
     def chat_id(self) -> str | None:
         chat = self.json.get("chat") if isinstance(self.json, dict) else None
-        return chat.get("id") if isinstance(chat, dict) else None
+        if isinstance(chat, dict):
+            return chat.get("id")
+        return self.headers.get("agenthub-chat-id")
 
     @property
     def agent_id(self) -> str | None:
         agent = self.json.get("agent") if isinstance(self.json, dict) else None
-        return agent.get("id") if isinstance(agent, dict) else None
+        if isinstance(agent, dict):
+            return agent.get("id")
+        return self.headers.get("agenthub-agent-id")
 
     @property
     def new_message_ids(self) -> list[str]:
-        if isinstance(self.json, dict):
+        if isinstance(self.json, dict) and "new_message_ids" in self.json:
             return list(self.json.get("new_message_ids") or [])
-        return []
+        ids = self.headers.get("agenthub-message-ids")
+        return ids.split(",") if ids else []
+
+    @property
+    def roles(self) -> list[tuple[str, str]]:
+        """(openai) The conversation sent: (role, content) pairs, Chat Completions or Responses."""
+        body = self.json if isinstance(self.json, dict) else {}
+        entries = list(body.get("messages") or body.get("input") or [])
+        if body.get("instructions"):
+            entries.insert(0, {"role": "system", "content": body["instructions"]})
+        return [(e["role"], e["content"]) for e in entries]
 
     @property
     def contents(self) -> dict[str, str]:
@@ -121,7 +153,10 @@ Handler = Callable[[Request], Action | Awaitable[Action]]
 
 
 class FakeAgent:
-    def __init__(self, handler: Handler | None = None) -> None:
+    def __init__(
+        self, handler: Handler | None = None, *, protocol: Literal["webhook", "openai"] = "webhook"
+    ) -> None:
+        self.protocol = protocol
         self.handler = handler
         self.default = respond(200, {})
         self.script: deque[Action] = deque()
@@ -218,6 +253,9 @@ class FakeAgent:
                 return
             if action.kind == "hang":
                 return
+            if self.protocol == "openai" and 200 <= action.status < 300:
+                await _stream_openai(request, action, writer)
+                return
             payload = json.dumps(action.body).encode()
             reason = HTTPStatus(action.status).phrase if action.status in _KNOWN else "Status"
             head = [
@@ -247,6 +285,63 @@ class FakeAgent:
 
 
 _KNOWN = {s.value for s in HTTPStatus}
+
+
+async def _stream_openai(request: Request, action: Action, writer: asyncio.StreamWriter) -> None:
+    """A 2xx action as an OpenAI-compatible event stream (Chat Completions or Responses)."""
+    body = action.body if isinstance(action.body, dict) else {}
+    chunks = list(action.chunks)
+    if action.kind != "stream":
+        texts = [body["reply"]] if isinstance(body.get("reply"), str) else []
+        texts += [r for r in body.get("replies") or [] if isinstance(r, str)]
+        chunks = [word + " " for word in " ".join(texts).split(" ")] if texts else []
+        if chunks:
+            chunks[-1] = chunks[-1].rstrip(" ")
+    responses = request.path.rstrip("/").endswith("/responses")
+    head = (
+        f"HTTP/1.1 {action.status} OK\r\nContent-Type: text/event-stream\r\n"
+        "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode("latin-1"))
+    events = [_text_event(chunk, responses) for chunk in chunks]
+    if body.get("handoff") is True:
+        events.append(_handoff_event(str(body.get("handoff_reason") or "asked"), responses))
+    events.append(
+        'data: {"type":"response.completed","response":{"status":"completed"}}\n\n'
+        if responses
+        else "data: [DONE]\n\n"
+    )
+    for n, event in enumerate(events):
+        if action.break_after is not None and n >= action.break_after:
+            writer.transport.abort()  # mid-stream, as a crashed server would
+            return
+        writer.write(event.encode())
+        await writer.drain()
+        if action.pause:
+            await asyncio.sleep(action.pause)
+    request.answered = action.status
+
+
+def _text_event(chunk: str, responses: bool) -> str:
+    if responses:
+        data = {"type": "response.output_text.delta", "delta": chunk}
+        return f"event: response.output_text.delta\ndata: {json.dumps(data)}\n\n"
+    data = {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": chunk}}],
+    }
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def _handoff_event(reason: str, responses: bool) -> str:
+    arguments = json.dumps({"reason": reason})
+    if responses:
+        item = {"type": "function_call", "name": "handoff_to_human", "arguments": arguments}
+        return f"data: {json.dumps({'type': 'response.output_item.done', 'item': item})}\n\n"
+    call = {"index": 0, "id": "call_1", "type": "function"}
+    call["function"] = {"name": "handoff_to_human", "arguments": arguments}  # type: ignore[assignment]
+    delta = {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+    return f"data: {json.dumps(delta)}\n\n"
 
 
 async def _client_hung_up(reader: asyncio.StreamReader, seconds: float) -> bool:

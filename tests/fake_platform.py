@@ -395,3 +395,129 @@ def add_typing_routes(fake: FakePlatform) -> FakePlatform:
     fake.route("POST", TWILIO_TYPING_PATH, success)
     fake.route("PUT", WHAPI_PRESENCE_PATH, success)
     return fake
+
+
+# --- message templates (WhatsApp Cloud `message_templates`, Twilio Content API) ------------------
+
+GRAPH_TEMPLATES_PATH = r"/v[0-9.]+/(?P<waba_id>[^/]+)/message_templates"
+TWILIO_CONTENT_PATH = r"/v1/ContentAndApprovals"
+
+
+def graph_template(
+    name: str,
+    body: str,
+    *,
+    language: str = "en_US",
+    status: str = "APPROVED",
+    category: str = "UTILITY",
+) -> dict[str, Any]:
+    """A `message_templates` entry as Graph lists it (Meta's template-management sample): the
+    body among HEADER/FOOTER/BUTTONS components, upper-case types."""
+    return {
+        "name": name,
+        "parameter_format": "POSITIONAL",
+        "components": [
+            {"type": "HEADER", "format": "TEXT", "text": "Order update"},
+            {"type": "BODY", "text": body, "example": {"body_text": [["Pablo", "860198-230332"]]}},
+            {"type": "FOOTER", "text": "Reply STOP to opt out"},
+            {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY", "text": "Thanks"}]},
+        ],
+        "language": language,
+        "status": status,
+        "category": category,
+        "id": str(1667696820637468 + len(name)),
+    }
+
+
+def add_graph_template_routes(
+    fake: FakePlatform, templates: list[dict[str, Any]], *, token: str, page_size: int = 2
+) -> FakePlatform:
+    """`GET /{version}/{waba_id}/message_templates`: `templates` in pages of `page_size`, each
+    with `paging.cursors` and, but on the last, `paging.next` (an absolute URL on this server
+    with `after=<cursor>`), as Graph pages them. A wrong Bearer token → Graph's 190 error."""
+
+    def listing(request: Recorded, groups: dict[str, str]) -> Reply:
+        if request.headers.get("authorization") != f"Bearer {token}":
+            error = {
+                "message": "Invalid OAuth access token.",
+                "type": "OAuthException",
+                "code": 190,
+            }
+            return Reply(401, json={"error": error})
+        query = parse_qs(request.query)
+        start = int(base64.b64decode(query["after"][0])) if "after" in query else 0
+        page = templates[start : start + page_size]
+        after = base64.b64encode(str(start + page_size).encode()).decode()
+        paging: dict[str, Any] = {
+            "cursors": {"before": base64.b64encode(str(start).encode()).decode(), "after": after}
+        }
+        if start + page_size < len(templates):
+            paging["next"] = (
+                f"{fake.url}{request.path}?fields=name,language,status,category,components"
+                f"&limit={page_size}&after={after}"
+            )
+        return Reply(200, json={"data": page, "paging": paging})
+
+    fake.route("GET", GRAPH_TEMPLATES_PATH, listing)
+    return fake
+
+
+def twilio_content(
+    body: str,
+    *,
+    friendly_name: str = "ticket_resolved",
+    language: str = "en",
+    status: str = "approved",
+    kind: str = "twilio/text",
+    nested: bool = False,
+) -> dict[str, Any]:
+    """A `ContentAndApprovals` item (twilio-python `content_and_approvals.py`, the Content
+    API's spec): `approval_requests` with `status`/`category`, or with them under
+    `whatsapp` (`nested`), as some clients read it."""
+    approval: dict[str, Any] = {
+        "name": friendly_name,
+        "category": "UTILITY",
+        "content_type": kind,
+        "status": status,
+        "rejection_reason": "",
+    }
+    return {
+        "sid": twilio_sid("HX"),
+        "account_sid": "AC" + "a" * 32,
+        "friendly_name": friendly_name,
+        "language": language,
+        "variables": {"1": "name", "2": "ticket"},
+        "types": {kind: {"body": body}},
+        "approval_requests": {"whatsapp": approval} if nested else approval,
+        "date_created": "2026-01-05T10:00:00Z",
+        "date_updated": "2026-01-05T10:00:00Z",
+    }
+
+
+def add_twilio_content_routes(
+    fake: FakePlatform, contents: list[dict[str, Any]], *, page_size: int = 2
+) -> FakePlatform:
+    """`GET /v1/ContentAndApprovals`: `contents` in pages (`Page`, `PageToken`), each with the
+    API's `meta` and its `next_page_url` (null on the last page)."""
+
+    def listing(request: Recorded, groups: dict[str, str]) -> Reply:
+        if request.basic_auth is None:
+            return Reply(401, json={"code": 20003, "message": "Authenticate", "status": 401})
+        query = parse_qs(request.query)
+        page = int(query.get("Page", ["0"])[0])
+        start = page * page_size
+        more = start + page_size < len(contents)
+        url = f"{fake.url}/v1/ContentAndApprovals?PageSize={page_size}"
+        meta = {
+            "key": "contents",
+            "page": page,
+            "page_size": page_size,
+            "first_page_url": f"{url}&Page=0",
+            "previous_page_url": f"{url}&Page={page - 1}" if page else None,
+            "url": f"{url}&Page={page}",
+            "next_page_url": f"{url}&Page={page + 1}&PageToken=PT{page + 1}" if more else None,
+        }
+        return Reply(200, json={"contents": contents[start : start + page_size], "meta": meta})
+
+    fake.route("GET", TWILIO_CONTENT_PATH, listing)
+    return fake

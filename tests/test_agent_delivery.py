@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -148,18 +149,33 @@ class World:
         return None
 
 
+def transport_fields(agent: FakeAgent) -> dict[str, Any]:
+    """How an agent at `agent.url` is reached, in `POST /auth/agents` fields."""
+    if agent.protocol == "openai":
+        settings = {"base_url": agent.url, "api_key": "sk-test-key", "model": "test-model"}
+        return {"transport": "openai", "openai": settings}
+    return {"webhook_url": agent.url}
+
+
 async def make_world(
-    client: httpx2.AsyncClient, admin: Caller, agent: FakeAgent, **agent_fields: Any
+    client: httpx2.AsyncClient,
+    admin: Caller,
+    agent: FakeAgent,
+    *,
+    channel_config: dict[str, Any] | None = None,
+    **agent_fields: Any,
 ) -> World:
     response = await client.post(
-        "/channels", json={"name": "web", "platform": "api"}, headers=admin.headers
+        "/channels",
+        json={"name": "web", "platform": "api", "config": channel_config or {}},
+        headers=admin.headers,
     )
     assert response.status_code == 201, response.text
     channel = response.json()
     fields = {"buffer_time_seconds": 0, "timeout_seconds": AGENT_TIMEOUT} | agent_fields
     response = await client.post(
         "/auth/agents",
-        json={"name": "bot", "webhook_url": agent.url, **fields},
+        json={"name": "bot", **transport_fields(agent), **fields},
         headers=admin.headers,
     )
     assert response.status_code == 201, response.text
@@ -376,9 +392,17 @@ async def test_each_fault_is_retried_with_the_same_webhook_id_until_it_succeeds(
     assert (await world.chat(chat_id))["needs_human"] is False
 
 
+@pytest.fixture(params=["webhook", "openai"])
+async def any_agent(request: pytest.FixtureRequest) -> AsyncIterator[FakeAgent]:
+    """A loopback agent on each transport the fake speaks (A2A: tests/test_a2a_transport.py)."""
+    async with FakeAgent(protocol=request.param) as server:
+        yield server
+
+
 async def test_mixed_faults_across_chats_lose_and_duplicate_nothing(
-    agent: FakeAgent, client: httpx2.AsyncClient, admin: Caller
+    any_agent: FakeAgent, client: httpx2.AsyncClient, admin: Caller
 ) -> None:
+    agent = any_agent
     world = await make_world(client, admin, agent)
     plans = [
         [],

@@ -230,6 +230,50 @@ async def test_platform_refusals_become_message_errors(
     assert "Undeliverable" in by_id[ids[1]]["error"]["message"]
 
 
+async def test_a_retried_message_drops_its_old_error(
+    client: httpx2.AsyncClient, admin: Caller, hub: Hub, platform_api: FakePlatform
+) -> None:
+    """`POST …/retry`: the message shows PENDING with no `error` at once (answer, reads and its
+    `message_status` event), not the failure it is being sent again after."""
+    chat = await chat_on(hub, "whatsapp_cloud", platform_api, contact_at=utcnow())
+    undeliverable = {"error": {"message": "Message Undeliverable", "code": 131026}}
+    platform_api.script(Reply(400, json=undeliverable), path=CLOUD_PATH)
+    answer = await client.post(
+        f"/chats/{chat.id}/messages", json={"content": "hello"}, headers=admin.headers
+    )
+    message_id = answer.json()["id"]
+
+    async def shown() -> dict[str, Any]:
+        messages = (await client.get(f"/chats/{chat.id}/messages", headers=admin.headers)).json()
+        [found] = [m for m in messages["messages"] if m["id"] == message_id]
+        return dict(found)
+
+    async def failed() -> dict[str, Any]:
+        found = await shown()
+        assert found["delivery_status"] == "FAILED", found
+        return found
+
+    assert (await wait_until(failed))["error"]["platform_code"] == 131026
+    _, before = await hub.events.since(0)
+    # The next attempt waits, so the re-queued state can be seen before it goes.
+    platform_api.script(Reply(500, json={"error": {"code": 1}}, delay=1.0), path=CLOUD_PATH)
+    retried = await client.post(
+        f"/chats/{chat.id}/messages/{message_id}/retry", headers=admin.headers
+    )
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["delivery_status"], retried.json()["error"]) == ("PENDING", None)
+    assert "error" not in retried.json()["meta_data"]
+    again = await shown()
+    assert again["error"] is None
+    [status] = [
+        e
+        for e in (await hub.events.since(before))[0]
+        if e["type"] == "message_status" and e["message_id"] == message_id
+    ]
+    assert status["delivery_status"] == "PENDING"
+    assert "error" not in status  # a message without an error, as the events document
+
+
 async def test_status_callback_errors_are_stored_and_published(
     hub: Hub, platform_api: FakePlatform
 ) -> None:

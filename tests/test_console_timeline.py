@@ -15,7 +15,7 @@ import httpx2
 import pytest
 
 from agenthub.hub import Hub
-from agenthub.models import AgentDelivery, AgentDeliveryStatus, Role
+from agenthub.models import AgentDelivery, AgentDeliveryStatus, Channel, Role
 from tests.conftest import Caller
 from tests.console_helpers import (
     ORIGIN,
@@ -27,7 +27,7 @@ from tests.console_helpers import (
     hooks,
     parse,
 )
-from tests.factories import make_agent
+from tests.factories import make_agent, make_chat
 from tests.fake_platform import FakePlatform, Reply, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.database_independent, pytest.mark.fast_jobs]
@@ -197,6 +197,59 @@ async def test_a_failed_message_shows_its_reason_and_is_sent_again(
     assert unknown.status_code == 404
     outsider: Caller = await make_user(Role.MEMBER)
     assert (await client.post(api_path, headers=outsider.headers)).status_code == 404
+
+
+async def test_a_send_to_a_closed_window_says_so_in_the_composer(
+    client: httpx2.AsyncClient, admin: Caller, hub: Hub
+) -> None:
+    """A WhatsApp chat whose contact has not written (or not for 24 h) takes templates only:
+    the composer's send answers 409 with the reason, placed in the composer's error line
+    (`HX-Retarget`), and stores nothing."""
+    async with hub.db.transaction() as session:
+        channel = Channel(
+            name="WhatsApp",
+            platform="whatsapp_cloud",
+            credentials_encrypted=hub.secrets.encrypt_json(
+                {
+                    "access_token": "t",
+                    "phone_number_id": "1",
+                    "app_secret": "s",
+                    "verify_token": "v",
+                }
+            ),
+            config={"api_base_url": "http://127.0.0.1:9"},
+        )
+        session.add(channel)
+    chat = await make_chat(hub, channel, external_id="5511987654321")
+    page = parse(await client.get(f"/console/chats/{chat.id}", headers=cookie(admin)))
+    slot = hook(page, "composer-error")
+    assert slot.attributes["id"] == "composer-error"
+    assert slot.text(strip=True) == ""
+
+    sent = await client.post(
+        f"/console/fragments/chats/{chat.id}/compose",
+        content="content=Are+you+still+there%3F",
+        headers=form_of(admin),
+    )
+    assert sent.status_code == 409, sent.text
+    assert sent.headers["hx-retarget"] == "#composer-error"
+    assert sent.headers["hx-reswap"] == "innerHTML"
+    notice = hook(parse(sent), "composer-window-closed")
+    assert notice.text(strip=True).startswith("The 24-hour window is closed: send a template")
+    assert notice.attributes["data-code"] == "window_closed"
+    messages = (await client.get(f"/chats/{chat.id}/messages", headers=admin.headers)).json()
+    assert messages["messages"] == []
+    # console.js shows a 409 that names its target instead of dropping it.
+    script = (await client.get("/console/static/console.js")).text
+    assert 'xhr.status !== 409 || !xhr.getResponseHeader("HX-Retarget")' in script
+    # A private note still goes: only messages to the contact need the window.
+    noted = await client.post(
+        f"/console/fragments/chats/{chat.id}/compose",
+        content="content=Waiting+for+a+template&note=1",
+        headers=form_of(admin),
+    )
+    assert noted.status_code == 200
+    assert hook(parse(noted), "timeline-item").attributes["data-kind"] == "note"
 
 
 async def test_the_composer_offers_take_over_while_an_agent_handles_the_chat(

@@ -165,6 +165,10 @@ MATRIX: tuple[Row, ...] = (
         body={"grace_hours": 1}),
     row("POST /channels/{channel_id}/register-webhook",     400, 403, 403, 403, 403,
         note="api channel: configured by hand"),
+    row("GET /channels/{channel_id}/templates",             422, 422, 404, 403, 403,
+        note="api channel: no templates"),
+    row("POST /channels/{channel_id}/conversations",        201, 201, 404, 403, 403,
+        body={"to": "+15550008888", "content": "hello first"}),
     # -- chats, messages, agent links ----------------------------------------------------
     row("GET /chats/{chat_id}",                             200, 200, 404, 200, 404),
     row("PATCH /chats/{chat_id}",                           200, 200, 404, 403, 403,

@@ -77,7 +77,7 @@ class TypingIndicators:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TYPING_SECONDS
         try:
-            found = await self._load(chat_id)
+            found = await self.load(chat_id)
             if found is None:
                 return
             adapter, context, seq = found
@@ -133,7 +133,7 @@ class TypingIndicators:
 
     async def _mark_read(self, chat_id: str) -> None:
         try:
-            found = await self._load(chat_id)
+            found = await self.load(chat_id)
             if found is None:
                 return
             adapter, context, _ = found
@@ -149,7 +149,7 @@ class TypingIndicators:
 
     # --- shared ---------------------------------------------------------------------------------
 
-    async def _load(self, chat_id: str) -> tuple[Any, ChatContext, int] | None:
+    async def load(self, chat_id: str) -> tuple[Any, ChatContext, int] | None:
         """The chat's adapter and context, and its message sequence number now."""
         async with self._hub.db.session(read_only=True) as session:
             chat = await session.get(Chat, chat_id)

@@ -3,7 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BeforeValidator, Field, PlainSerializer, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    model_validator,
+)
 
 from agenthub.schemas import Name, Out, Schema
 
@@ -45,13 +52,78 @@ DESCRIPTIONS = {
 }
 
 
+DESCRIPTIONS.update(
+    {
+        "transport": "How deliveries reach the agent: `webhook` (signed POSTs to `webhook_url`), "
+        "`a2a` (an A2A 1.0 agent, settings in `a2a`) or `openai` (an OpenAI-compatible Chat "
+        "Completions or Responses endpoint, settings in `openai`).",
+        "a2a": "For `transport: a2a`: the agent's URL (its card is read from "
+        "`/.well-known/agent-card.json` on that origin) and how to authenticate. The token is "
+        "write-only: answers leave it out.",
+        "openai": "For `transport: openai`: the server's base URL (up to `/v1`), the model, the "
+        "API and a system prompt. The API key is write-only: answers leave it out.",
+    }
+)
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+HeaderName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")
+]
+
+
+class A2AAuth(Schema):
+    scheme: Literal["bearer", "api_key"] = Field(
+        description="`bearer`: `Authorization: Bearer <token>`; `api_key`: the token in `header`"
+    )
+    header: HeaderName | None = Field(
+        default=None, description="for `api_key`: the header (default `X-API-Key`)"
+    )
+    token: Secret | None = Field(
+        default=None, description="write-only; on an update, left out keeps the stored one"
+    )
+
+
+class A2ASettings(Schema):
+    url: HttpUrl = Field(description="the agent's A2A URL (its JSON-RPC endpoint without a card)")
+    auth: A2AAuth | None = None
+
+
+class OpenAISettings(Schema):
+    base_url: HttpUrl = Field(description="e.g. `https://api.openai.com/v1`, `http://llm:8080/v1`")
+    api_key: Secret | None = Field(
+        default=None,
+        description="write-only; required when the agent is created (any text for a server "
+        "that takes none); on an update, left out keeps the stored one",
+    )
+    model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    api: Literal["chat_completions", "responses"] = "chat_completions"
+    system_prompt: Annotated[str, StringConstraints(max_length=20_000)] | None = None
+
+
+Transport = Literal["webhook", "a2a", "openai"]
+
+
+class A2AOut(Out):
+    url: str
+    auth: dict[str, Any] | None = Field(description="`{scheme, header}`; the token is not shown")
+
+
+class OpenAIOut(Out):
+    base_url: str
+    model: str
+    api: str
+    system_prompt: str | None
+
+
 def described(name: str, default: Any = None) -> Any:
     return Field(default=default, description=DESCRIPTIONS[name])
 
 
 class AgentCreate(Schema):
     name: Name = Field(description=DESCRIPTIONS["name"])
-    webhook_url: HttpUrl = Field(description=DESCRIPTIONS["webhook_url"])
+    transport: Transport = described("transport", "webhook")
+    webhook_url: HttpUrl | None = described("webhook_url")
+    a2a: A2ASettings | None = described("a2a")
+    openai: OpenAISettings | None = described("openai")
     is_active: bool = described("is_active", True)
     buffer_time_seconds: BufferSeconds = described("buffer_time_seconds", 3)
     max_buffer_seconds: MaxBufferSeconds = described("max_buffer_seconds", 30)
@@ -61,12 +133,31 @@ class AgentCreate(Schema):
     timeout_seconds: TimeoutSeconds = described("timeout_seconds", 10)
     typing_while_working: bool = described("typing_while_working", False)
 
+    @model_validator(mode="after")
+    def _settings_of_transport(self) -> AgentCreate:
+        if self.transport == "webhook" and self.webhook_url is None:
+            raise ValueError("webhook_url is required for the webhook transport")
+        if self.transport == "a2a" and self.a2a is None:
+            raise ValueError("a2a settings are required for the a2a transport")
+        if self.transport == "openai":
+            if self.openai is None:
+                raise ValueError("openai settings are required for the openai transport")
+            if self.openai.api_key is None:
+                raise ValueError("openai.api_key is required")
+        auth = self.a2a.auth if self.a2a is not None else None
+        if auth is not None and auth.token is None:
+            raise ValueError("a2a.auth.token is required")
+        return self
+
 
 class AgentUpdate(Schema):
     """Fields given replace the stored ones."""
 
     name: Name | None = described("name")
+    transport: Transport | None = described("transport")
     webhook_url: HttpUrl | None = described("webhook_url")
+    a2a: A2ASettings | None = described("a2a")
+    openai: OpenAISettings | None = described("openai")
     is_active: bool | None = described("is_active")
     buffer_time_seconds: BufferSeconds | None = described("buffer_time_seconds")
     max_buffer_seconds: MaxBufferSeconds | None = described("max_buffer_seconds")
@@ -91,7 +182,10 @@ class AgentHealthOut(Out):
 class AgentOut(Out):
     id: str
     name: str = Field(description=DESCRIPTIONS["name"])
-    webhook_url: str = Field(description=DESCRIPTIONS["webhook_url"])
+    transport: str = Field(description=DESCRIPTIONS["transport"])
+    webhook_url: str | None = Field(description=DESCRIPTIONS["webhook_url"])
+    a2a: A2AOut | None = Field(default=None, description=DESCRIPTIONS["a2a"])
+    openai: OpenAIOut | None = Field(default=None, description=DESCRIPTIONS["openai"])
     is_active: bool = Field(description=DESCRIPTIONS["is_active"])
     buffer_time_seconds: float = Field(description=DESCRIPTIONS["buffer_time_seconds"])
     max_buffer_seconds: float = Field(description=DESCRIPTIONS["max_buffer_seconds"])
@@ -112,6 +206,10 @@ class AgentOut(Out):
         if isinstance(data, dict) or not hasattr(data, "health_state"):
             return data
         fields = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        transport = getattr(data, "transport", None) or "webhook"
+        fields["transport"] = transport
+        if transport in ("a2a", "openai"):
+            fields[transport] = dict(getattr(data, "transport_settings", None) or {})
         health = {
             "state": data.health_state,
             "since": data.health_since,

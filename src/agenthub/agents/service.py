@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agenthub.agents.schemas import AgentCreate, AgentUpdate, TokenCreate
 from agenthub.audit import service as audit
 from agenthub.chats.handling import refresh_handled_by
-from agenthub.errors import NotFound
+from agenthub.errors import InvalidInput, NotFound
 from agenthub.hub import Hub
 from agenthub.models import Agent, ApiToken, Chat, ChatAgentLink, utcnow
 from agenthub.netguard import ensure_public_url
@@ -22,12 +22,12 @@ async def create_agent(
     session: AsyncSession, hub: Hub, data: AgentCreate
 ) -> tuple[Agent, str, str]:
     """Returns the agent, its first API token and its webhook secret (both shown once)."""
-    values = data.model_dump(mode="json")
-    await ensure_public_url(
-        values["webhook_url"], allow_private=hub.settings.private_agent_urls_allowed
-    )
+    values = data.model_dump(mode="json", exclude={"a2a", "openai"})
+    agent = Agent(**values)
+    await _check_urls(hub, data)
+    _apply_transport(hub, agent, data.transport, data)
     webhook_secret = new_webhook_secret()
-    agent = Agent(**values, webhook_secret_encrypted=hub.secrets.encrypt(webhook_secret))
+    agent.webhook_secret_encrypted = hub.secrets.encrypt(webhook_secret)
     session.add(agent)
     await session.flush()
     audit.record(session, "agent.created", ("agent", agent.id), {"name": agent.name})
@@ -67,11 +67,20 @@ async def get_agent(session: AsyncSession, agent_id: str) -> Agent:
 
 async def update_agent(session: AsyncSession, hub: Hub, agent: Agent, data: AgentUpdate) -> Agent:
     changes = {
-        k: v for k, v in data.model_dump(mode="json", exclude_unset=True).items() if v is not None
+        k: v
+        for k, v in data.model_dump(
+            mode="json", exclude_unset=True, exclude={"a2a", "openai"}
+        ).items()
+        if v is not None
     }
-    if "webhook_url" in changes:
-        await ensure_public_url(
-            changes["webhook_url"], allow_private=hub.settings.private_agent_urls_allowed
+    await _check_urls(hub, data)
+    transport = changes.pop("transport", agent.transport)
+    if transport != agent.transport or data.a2a is not None or data.openai is not None:
+        _apply_transport(hub, agent, transport, data)
+        changes["transport"] = transport
+    if agent.transport == "webhook" and not (changes.get("webhook_url") or agent.webhook_url):
+        raise InvalidInput.at(
+            ("body", "webhook_url"), "missing", "webhook_url is required for the webhook transport"
         )
     if changes.get("is_active") is True and not agent.is_active:
         await _resume_from_now(session, agent)
@@ -83,6 +92,59 @@ async def update_agent(session: AsyncSession, hub: Hub, agent: Agent, data: Agen
     if activation_changes:
         await refresh_handled_by(session, _chats_of(agent.id))
     return agent
+
+
+async def _check_urls(hub: Hub, data: AgentCreate | AgentUpdate) -> None:
+    """Every URL the agent will be called at must be public (unless private URLs are allowed)."""
+    urls = [data.webhook_url]
+    if data.a2a is not None:
+        urls.append(data.a2a.url)
+    if data.openai is not None:
+        urls.append(data.openai.base_url)
+    for url in urls:
+        if url is not None:
+            await ensure_public_url(str(url), allow_private=hub.settings.private_agent_urls_allowed)
+
+
+def _apply_transport(
+    hub: Hub, agent: Agent, transport: str, data: AgentCreate | AgentUpdate
+) -> None:
+    """Store the transport's settings, its secret encrypted apart (write-only): a secret left
+    out of an update keeps the stored one, if the transport stays the same."""
+    same = agent.transport == transport and agent.transport_secret_encrypted is not None
+    kept = agent.transport_secret_encrypted if same else None
+    if transport == "webhook":
+        agent.transport, agent.transport_settings, agent.transport_secret_encrypted = (
+            transport,
+            None,
+            None,
+        )
+        return
+    given = data.a2a if transport == "a2a" else data.openai
+    if given is None:
+        if not same and agent.transport != transport:
+            raise InvalidInput.at(
+                ("body", transport), "missing", f"required for the {transport} transport"
+            )
+        return
+    settings = given.model_dump(mode="json")
+    if transport == "a2a":
+        auth = settings.get("auth")
+        secret = auth.pop("token", None) if auth else None
+        if auth is not None and secret is None and kept is None:
+            raise InvalidInput.at(("body", "a2a", "auth", "token"), "missing", "required")
+    else:
+        secret = settings.pop("api_key", None)
+        if secret is None and kept is None:
+            raise InvalidInput.at(("body", "openai", "api_key"), "missing", "required")
+    agent.transport = transport
+    agent.transport_settings = settings
+    if secret is not None:
+        agent.transport_secret_encrypted = hub.secrets.encrypt(secret)
+    elif transport == "a2a" and settings.get("auth") is None:
+        agent.transport_secret_encrypted = None
+    else:
+        agent.transport_secret_encrypted = kept
 
 
 def _chats_of(agent_id: str) -> Select[Any]:

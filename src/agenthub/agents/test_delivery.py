@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from agenthub.delivery.payload import sign_headers
-from agenthub.delivery.webhook_call import post_to_agent
+from agenthub import transports
+from agenthub.delivery.payload import DeliveryTarget, PreparedDelivery, sign_headers
+from agenthub.delivery.webhook_call import Outcome, post_to_agent
 from agenthub.hub import Hub
 from agenthub.ids import new_id
 from agenthub.models import Agent, utcnow
@@ -67,9 +68,12 @@ def sample_body(agent: Agent, webhook_id: str) -> bytes:
 async def send_test_delivery(hub: Hub, agent: Agent) -> DeliveryProbe:
     webhook_id = new_id("tst")
     body = sample_body(agent, webhook_id)
-    headers = sign_headers(agent_secrets(hub, agent), webhook_id, body)
-    # The delivery engine's own call: the same address check, limits and error kinds.
-    outcome = await post_to_agent(hub, agent.webhook_url, body, headers, agent.timeout_seconds)
+    if agent.transport == "webhook" and agent.webhook_url:
+        headers = sign_headers(agent_secrets(hub, agent), webhook_id, body)
+        # The delivery engine's own call: the same address check, limits and error kinds.
+        outcome = await post_to_agent(hub, agent.webhook_url, body, headers, agent.timeout_seconds)
+    else:
+        outcome = await _through_transport(hub, agent, webhook_id, body)
     error = outcome.error
     if outcome.error_kind == "http_status":
         error = f"HTTP {outcome.status_code}"  # its body is the excerpt
@@ -80,4 +84,37 @@ async def send_test_delivery(hub: Hub, agent: Agent) -> DeliveryProbe:
         error=error,
         error_kind=outcome.error_kind,
         response_excerpt=outcome.excerpt or "",
+    )
+
+
+async def _through_transport(hub: Hub, agent: Agent, webhook_id: str, body: bytes) -> Outcome:
+    """The sample conversation through the agent's A2A or OpenAI-compatible transport."""
+    document = json.loads(body)
+    chat = document["chat"]
+    target = DeliveryTarget(
+        delivery_id=webhook_id,
+        message_ids=list(document["new_message_ids"]),
+        agent_id=agent.id,
+        agent_name=agent.name,
+        webhook_url=agent.webhook_url,
+        webhook_secret_encrypted=agent.webhook_secret_encrypted,
+        previous_webhook_secret_encrypted=None,
+        previous_webhook_secret_until=None,
+        timeout_seconds=agent.timeout_seconds,
+        history_msg_count=agent.history_msg_count,
+        recent_msg_window_minutes=agent.recent_msg_window_minutes,
+        chat_id=chat["id"],
+        chat_name=chat["name"],
+        chat_external_id=chat["external_id"],
+        channel_id=chat["channel_id"],
+        platform=chat["platform"],
+        transport=agent.transport,
+    )
+    secret = agent.transport_secret_encrypted
+    return await transports.run(
+        hub,
+        PreparedDelivery(target, body),
+        settings=agent.transport_settings,
+        secret=hub.secrets.decrypt(secret) if secret else None,
+        show_partials=False,
     )

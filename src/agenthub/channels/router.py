@@ -10,7 +10,13 @@ from agenthub.access import get_readable_channel
 from agenthub.auth.router import Limit, Offset
 from agenthub.auth.schemas import UserOut
 from agenthub.channels import service
-from agenthub.channels.schemas import ChannelCreate, ChannelCreated, ChannelOut, ChannelUpdate
+from agenthub.channels.schemas import (
+    ChannelCreate,
+    ChannelCreated,
+    ChannelOut,
+    ChannelUpdate,
+    TemplateList,
+)
 from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import AdminUser, CurrentPrincipal, CurrentUser, HubDep, SessionDep
 from agenthub.openapi_errors import error_responses
@@ -122,6 +128,27 @@ async def get_media(
     session.expunge(channel)
     await session.rollback()
     return await service.open_media(hub, context, media_id)
+
+
+@router.get(
+    "/{channel_id}/templates",
+    response_model=TemplateList,
+    responses=error_responses(409, 502),
+)
+async def list_templates(
+    channel_id: str, _: CurrentUser, principal: CurrentPrincipal, session: SessionDep, hub: HubDep
+) -> TemplateList:
+    """The message templates of the channel's WhatsApp account, read from the platform at each
+    call (users who may read the channel): WhatsApp Cloud's `message_templates` (needs the
+    `waba_id` credential: without it 409 `missing_credential`), Twilio's Content API
+    (`name` is the Content SID). Other platforms → 422; the platform refusing or out of
+    reach → 502."""
+    channel = await get_readable_channel(session, principal, channel_id)
+    context = service.channel_context(hub, channel)
+    # The read is over (the platform may take a while): end it, keeping the loaded channel.
+    session.expunge(channel)
+    await session.rollback()
+    return await service.list_templates(hub, context)
 
 
 @router.post(

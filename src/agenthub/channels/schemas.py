@@ -160,10 +160,27 @@ class ChannelConfig(Schema):
         "the chat: its read marker moves) or `on_reply` (when a USER or AGENT reply was sent). "
         "Other platforms ignore it.",
     )
+    stream: bool | None = Field(
+        default=None,
+        description="`api` channels with a `callback_url`: while an agent streams its reply, "
+        "the hub POSTs `message.partial` callbacks (the text so far, at most every 200 ms), "
+        "signed as `message.outbound` is and sent before it.",
+    )
+    stream_drafts: bool | None = Field(
+        default=None,
+        description="`telegram` channels: while an agent streams its reply, show it forming as "
+        "a draft (`sendMessageDraft`, at most every 200 ms); the final message is sent as usual.",
+    )
     typing_api_base_url: ApiBaseUrl | None = Field(
         default=None,
         description="`whatsapp_twilio` channels: scheme and host of the typing indicator's API "
         "(`/v2/Indicators/Typing.json`). Default: `https://messaging.twilio.com`.",
+    )
+    content_api_base_url: ApiBaseUrl | None = Field(
+        default=None,
+        description="`whatsapp_twilio` channels: scheme and host of the Content API, where "
+        "`GET /channels/{id}/templates` reads the account's templates "
+        "(`/v1/ContentAndApprovals`). Default: `https://content.twilio.com`.",
     )
 
     @model_validator(mode="before")
@@ -305,6 +322,28 @@ class ChannelOut(Out):
     setup: list[str] = Field(
         default_factory=list, description="What to configure at the platform, step by step"
     )
+
+
+class TemplateOut(Out):
+    """One message template of the channel's account, as the platform lists it."""
+
+    name: str = Field(
+        description="What `template.name` takes when sending: WhatsApp Cloud the template's "
+        "name, Twilio its Content SID (`HX…`)"
+    )
+    language: str | None = Field(description="e.g. `en_US` (Cloud) or `en` (Twilio)")
+    status: str | None = Field(
+        description="The approval status as the platform spells it: Cloud `APPROVED`, "
+        "`PENDING`, `REJECTED`…; Twilio `approved`, `pending`, `unsubmitted`…"
+    )
+    category: str | None = Field(description="`UTILITY`, `MARKETING`, `AUTHENTICATION`…")
+    body: str | None = Field(
+        description="The readable body text, with its placeholders (`Hi {{1}}`)"
+    )
+
+
+class TemplateList(Out):
+    templates: list[TemplateOut]
 
 
 class ChannelCreated(ChannelOut):

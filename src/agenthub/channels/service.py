@@ -24,9 +24,11 @@ from agenthub.channels.schemas import (
     ChannelOut,
     ChannelUpdate,
     NewChannel,
+    TemplateList,
+    TemplateOut,
 )
 from agenthub.deps import Principal
-from agenthub.errors import BadRequest, DomainError, InvalidInput, NotFound
+from agenthub.errors import BadRequest, Conflict, DomainError, InvalidInput, NotFound
 from agenthub.hub import Hub
 from agenthub.models import Channel, ChannelMember, Platform, Role, User
 from agenthub.netguard import ensure_public_url
@@ -35,7 +37,9 @@ from agenthub.platforms.base import (
     ChannelContext,
     MediaDownload,
     MediaSource,
+    MissingCredential,
     SendError,
+    TemplateLister,
     WebhookRegistrar,
 )
 from agenthub.security import new_webhook_secret
@@ -210,6 +214,38 @@ async def record_registration(session: AsyncSession, hub: Hub, channel: Channel)
     return channel
 
 
+async def list_templates(hub: Hub, context: ChannelContext) -> TemplateList:
+    """The channel's message templates, read from the platform now. Runs outside any database
+    transaction. Platforms without templates → 422; a missing credential → 409 naming it; the
+    platform refusing or out of reach → 502 with its reason."""
+    platform = context.channel.platform
+    adapter = get_adapter(platform)
+    if not isinstance(adapter, TemplateLister):
+        raise InvalidInput.at(
+            ("path", "channel_id"),
+            "value_error",
+            f"{platform} channels have no message templates (WhatsApp channels only)",
+        )
+    try:
+        found = await adapter.list_templates(hub.http, context)
+    except MissingCredential as exc:
+        raise Conflict({"code": "missing_credential", "message": exc.detail}) from None
+    except SendError as exc:
+        raise BadGateway(f"{platform} could not list the templates: {exc.detail[:300]}") from None
+    return TemplateList(
+        templates=[
+            TemplateOut(
+                name=t.name,
+                language=t.language,
+                status=t.status,
+                category=t.category,
+                body=t.body,
+            )
+            for t in found
+        ]
+    )
+
+
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 INLINE_TYPES = ("image/", "audio/", "video/")
 
@@ -289,9 +325,13 @@ def _stored_config(config: ChannelConfig) -> dict[str, Any]:
     return config.model_dump(exclude_unset=True)
 
 
+# Every URL of a channel's config that the hub calls.
+CONFIG_URLS = ("callback_url", "api_base_url", "typing_api_base_url", "content_api_base_url")
+
+
 async def _check_config_urls(hub: Hub, config: dict[str, Any]) -> None:
     """The hub will call these URLs: the SSRF guard applies to them as to agent URLs."""
-    for key in ("callback_url", "api_base_url"):
+    for key in CONFIG_URLS:
         if url := config.get(key):
             await ensure_public_url(url, allow_private=hub.settings.private_agent_urls_allowed)
 

@@ -3,7 +3,8 @@
 The message keeps its id and its place in the timeline; its outbox row starts over (attempts,
 backoff) and it shows `PENDING` again, then whatever the platform answers this time. Its old
 `external_id` is dropped first, so a late status callback about the failed copy cannot mark
-the new one delivered.
+the new one delivered, and so is its old `error`: the `message_status` event of the retry
+(and every answer after it) shows a pending message with no error.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ async def retry_send(session: AsyncSession, hub: Hub, message: Message) -> Messa
     send.last_error = None
     message.delivery_status = DeliveryStatus.PENDING
     message.external_id = None
+    message.error = None
     message.meta_data = {k: v for k, v in message.meta_data.items() if k != "error"}
     await session.flush()
     events.publish_after_commit(session, hub, events.message_status(message))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, status
 
 from agenthub.access import get_readable_channel, get_readable_chat
 from agenthub.auth.router import Limit, Offset
-from agenthub.chats import resend, service
+from agenthub.chats import conversations, resend, service
 from agenthub.chats.schemas import (
     ChatAgentCreate,
     ChatAgentOut,
@@ -16,6 +16,8 @@ from agenthub.chats.schemas import (
     ChatOut,
     ChatPage,
     ChatUpdate,
+    ConversationCreate,
+    ConversationOut,
     DeliveryOut,
     MessageCreate,
     MessageOut,
@@ -67,6 +69,34 @@ async def list_chats(
         chats=await service.present_chats(session, principal, chats),
         total_count=total,
         has_more=offset + len(chats) < total,
+    )
+
+
+@router.post(
+    "/channels/{channel_id}/conversations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ConversationOut,
+    responses=error_responses(409),
+)
+async def start_conversation(
+    channel_id: str,
+    data: ConversationCreate,
+    _: CurrentUser,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    hub: HubDep,
+) -> ConversationOut:
+    """Write to a contact first (users with access to the channel): the chat for `to` is
+    found or created (with the channel's agents for new chats), and the message is sent as
+    `POST /chats/{id}/messages` sends it. WhatsApp channels need a `template` (the window of
+    a contact who has not written is closed); other platforms take `content`. Without the
+    message the channel needs, or with both → 422, and nothing is created. An inactive
+    channel → 409."""
+    channel = await get_readable_channel(session, principal, channel_id)
+    chat, message = await conversations.start_conversation(session, hub, principal, channel, data)
+    return ConversationOut(
+        chat=await service.present_chat(session, principal, chat),
+        message=MessageOut.model_validate(message),
     )
 
 

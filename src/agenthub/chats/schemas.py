@@ -124,6 +124,11 @@ class MessageOut(Out):
     )
 
 
+class ConversationOut(Out):
+    chat: ChatOut
+    message: MessageOut
+
+
 class MessagePage(Out):
     messages: list[MessageOut]
     has_more: bool
@@ -167,6 +172,37 @@ class MessageCreate(Schema):
         from agenthub.rich import rich_meta
 
         return rich_meta(self.buttons, self.list, self.template)
+
+
+class ConversationCreate(Schema):
+    """A conversation the hub starts: the contact at `to`, and the first message."""
+
+    to: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)] = (
+        Field(
+            description="The contact's address on the platform: a phone number on WhatsApp "
+            "channels (`+5511987654321`, normalised as the platform's webhooks give it), the "
+            "chat id on Telegram, the `contact_id` on `api` channels"
+        )
+    )
+    name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = Field(
+        default=None, description="The chat's name, for a new chat (or one without a name)"
+    )
+    template: Template | None = Field(
+        default=None,
+        description="The first message on WhatsApp channels (required there: the reply "
+        "window of a contact who has not written is closed)",
+    )
+    content: Annotated[str, StringConstraints(max_length=MAX_CONTENT)] | None = Field(
+        default=None, description="The first message's text on other platforms"
+    )
+
+    @model_validator(mode="after")
+    def _one_message(self) -> ConversationCreate:
+        if self.template is not None and self.content is not None:
+            raise ValueError("template or content, not both")
+        if self.content is not None and not self.content.strip():
+            raise ValueError("content: the message is empty")
+        return self
 
 
 class ReactionCreate(Schema):

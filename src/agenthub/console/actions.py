@@ -33,7 +33,7 @@ from agenthub.deps import (
     Principal,
     SessionDep,
 )
-from agenthub.errors import InvalidInput, NotFound
+from agenthub.errors import Conflict, InvalidInput, NotFound
 from agenthub.hub import Hub
 from agenthub.models import Agent, AgentDelivery, Chat, Note, User
 from agenthub.models import Message as ChatMessage
@@ -79,6 +79,19 @@ async def compose(
             kind = "message"
     except ValidationError as exc:
         raise InvalidInput.within(("body",), exc) from None
+    except Conflict as exc:
+        if not (isinstance(exc.detail, dict) and exc.detail.get("code") == "window_closed"):
+            raise
+        # Shown in the composer's error line (console.js swaps a 409 that names its target).
+        response = render(
+            "_composer_error.html",
+            status_code=409,
+            code="window_closed",
+            detail=exc.detail.get("message"),
+        )
+        response.headers["HX-Retarget"] = "#composer-error"
+        response.headers["HX-Reswap"] = "innerHTML"
+        return response
     return render(
         "_timeline_item.html",
         it=views.item(kind, item),

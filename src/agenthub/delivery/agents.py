@@ -38,13 +38,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agenthub import metrics
+from agenthub import metrics, transports
 from agenthub.chats.handling import record_event, refresh_handled_by, set_needs_human
 from agenthub.delivery import events, health
-from agenthub.delivery.payload import DeliveryTarget, PreparedDelivery, build_payload, sign_headers
+from agenthub.delivery.payload import DeliveryTarget, PreparedDelivery, build_payload
 from agenthub.delivery.replies import apply_agent_reply
 from agenthub.delivery.timing import backoff_delay, retry_after_delay
-from agenthub.delivery.webhook_call import Outcome, post_to_agent
+from agenthub.delivery.webhook_call import Outcome
 from agenthub.hub import Hub
 from agenthub.models import (
     ActorType,
@@ -61,7 +61,6 @@ from agenthub.models import (
     SenderType,
 )
 from agenthub.models.delivery import AttemptTrigger
-from agenthub.rotation import secrets_in_force
 from agenthub.uow import commit
 
 log = logging.getLogger(__name__)
@@ -185,6 +184,10 @@ _DUE_ATTEMPTS = (
         AGENTS.c.recent_msg_window_minutes,
         AGENTS.c.health_state,
         AGENTS.c.typing_while_working,
+        AGENTS.c.transport,
+        AGENTS.c.transport_settings,
+        AGENTS.c.transport_secret_encrypted,
+        LINKS.c.continuation,
         CHATS.c.id.label("chat_id"),
         CHATS.c.name.label("chat_name"),
         CHATS.c.external_id.label("chat_external_id"),
@@ -298,6 +301,10 @@ def _target(row: Any) -> DeliveryTarget:
         channel_id=row.channel_id,
         platform=row.platform,
         typing_while_working=bool(row.typing_while_working),
+        transport=row.transport or "webhook",
+        transport_settings=row.transport_settings,
+        transport_secret_encrypted=row.transport_secret_encrypted,
+        continuation=row.continuation,
     )
 
 
@@ -334,16 +341,13 @@ async def _attempt(hub: Hub, claim: ClaimedAttempt, prepared: PreparedDelivery) 
     # Best effort, in the background: never delays the POST.
     typing = hub.typing.start(target.chat_id) if target.typing_while_working else None
     try:
-        previous = target.previous_webhook_secret_encrypted
-        secrets = secrets_in_force(
-            hub.secrets.decrypt(target.webhook_secret_encrypted),
-            hub.secrets.decrypt(previous) if previous else None,
-            target.previous_webhook_secret_until,
-            hub.clock(),
-        )
-        headers = sign_headers(secrets, target.delivery_id, prepared.body)
-        outcome = await post_to_agent(
-            hub, target.webhook_url, prepared.body, headers, target.timeout_seconds
+        secret = target.transport_secret_encrypted
+        outcome = await transports.run(
+            hub,
+            prepared,
+            settings=target.transport_settings,
+            secret=hub.secrets.decrypt(secret) if secret else None,
+            continuation=target.continuation,
         )
         async with hub.db.session() as session:
             await record_outcome(
@@ -416,6 +420,11 @@ _LOCKED_LINK_DUE_AT = (
     .where(LINKS.c.chat_id == bindparam("b_chat_id"), LINKS.c.agent_id == bindparam("b_agent_id"))
     .with_for_update()
 )
+_SET_CONTINUATION = (
+    update(LINKS)
+    .where(LINKS.c.chat_id == bindparam("b_chat_id"), LINKS.c.agent_id == bindparam("b_agent_id"))
+    .values(continuation=bindparam("b_continuation", type_=Text()))
+)
 # For the metrics: an attempt cancelled by a pause had failed.
 _ATTEMPT_OUTCOMES = {
     "succeeded": "success",
@@ -478,6 +487,15 @@ async def record_outcome(
         },
     )
     if kind == "succeeded":
+        if outcome.sets_continuation:
+            await session.execute(
+                _SET_CONTINUATION,
+                {
+                    "b_chat_id": row.chat_id,
+                    "b_agent_id": row.agent_id,
+                    "b_continuation": outcome.continuation,
+                },
+            )
         await apply_agent_reply(session, hub, row.chat_id, row.agent_id, outcome.body)
         metrics.contact_to_agent(first_message_at, now)
     elif kind == "failed":

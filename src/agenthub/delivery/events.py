@@ -97,6 +97,20 @@ def agent_working(channel_id: str, chat_id: str, agent_id: str, delivery_id: str
     }
 
 
+def message_partial(
+    channel_id: str, chat_id: str, agent_id: str, delivery_id: str, text: str
+) -> dict[str, Any]:
+    """The reply an agent is streaming, so far (the whole text, not a delta)."""
+    return {
+        "type": "message_partial",
+        "channel_id": channel_id,
+        "chat_id": chat_id,
+        "agent_id": agent_id,
+        "delivery_id": delivery_id,
+        "text": text,
+    }
+
+
 # What an attempt's recorded outcome (`record_outcome`'s kind) tells dashboards; a kind not
 # listed here (one added later) reads as "failed": the agent is no longer working on it.
 # A delivery cancelled because its link was paused mid-attempt ends as `failed` for the agent.

@@ -56,7 +56,7 @@ class DeliveryTarget:
     message_ids: list[str]
     agent_id: str
     agent_name: str
-    webhook_url: str
+    webhook_url: str | None
     webhook_secret_encrypted: str
     # A rotation's old secret and the end of its grace (`rotation.py`).
     previous_webhook_secret_encrypted: str | None
@@ -71,6 +71,12 @@ class DeliveryTarget:
     platform: str
     # Show typing in the chat while the attempt is in flight (`typing_indicator.py`).
     typing_while_working: bool = False
+    # How the delivery reaches the agent (`transports/`), its settings and encrypted secret,
+    # and what the previous delivery kept for this chat (an A2A task waiting for input).
+    transport: str = "webhook"
+    transport_settings: dict[str, Any] | None = None
+    transport_secret_encrypted: str | None = None
+    continuation: str | None = None
 
 
 @dataclass

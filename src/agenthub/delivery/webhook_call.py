@@ -47,6 +47,10 @@ class Outcome:
     error_kind: str | None = None
     excerpt: str | None = None  # the first 4 KiB of the answer
     remote_address: str | None = None
+    # What the transport keeps for the chat's next delivery (an A2A task waiting for input);
+    # applied only when `sets_continuation` (the webhook transport keeps none).
+    continuation: str | None = None
+    sets_continuation: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -85,17 +89,46 @@ async def post_to_agent(
         return outcome
 
 
-async def _post(
-    hub: Hub, url: str, body: bytes, headers: dict[str, str], timeout_seconds: float
-) -> Outcome:
+@dataclass
+class Opened:
+    """A request sent and its answer's head received: the body is still to be read."""
+
+    response: httpx2.Response
+    started: float
+    address: str | None
+
+    def failed(self, kind: str, error: str, **fields: Any) -> Outcome:
+        fields.setdefault("remote_address", self.address)
+        return Outcome(None, ms_since(self.started), error=error[:500], error_kind=kind, **fields)
+
+    def broken(self, exc: BaseException, timeout: float) -> Outcome:
+        """The outcome of an exception while reading the body."""
+        if isinstance(exc, httpx2.TimeoutException | TimeoutError):
+            return self.failed("timeout", f"timeout after {timeout:g}s")
+        return self.failed("protocol", f"{type(exc).__name__}: {exc}")
+
+
+async def open_request(
+    hub: Hub,
+    url: str,
+    content: bytes,
+    headers: dict[str, str],
+    timeout_seconds: float,
+    *,
+    allow_private: bool | None = None,
+) -> Opened | Outcome:
+    """POST `content` to `url`, resolved and checked first, connected to the checked address,
+    no redirects; the answer's head, or the failure. The caller reads the body and closes."""
     timeout = timeout_seconds
     started = time.perf_counter()
 
     def failed(kind: str, error: str, **fields: Any) -> Outcome:
-        return Outcome(None, _ms(started), error=error[:500], error_kind=kind, **fields)
+        return Outcome(None, ms_since(started), error=error[:500], error_kind=kind, **fields)
 
+    if allow_private is None:
+        allow_private = hub.settings.private_agent_urls_allowed
     try:
-        target = await destination(url, allow_private=hub.settings.private_agent_urls_allowed)
+        target = await destination(url, allow_private=allow_private)
     except RefusedAddress as exc:
         return failed("refused_address", str(exc.detail))
     except UnresolvableHost as exc:
@@ -103,7 +136,7 @@ async def _post(
     request = hub.http.build_request(
         "POST",
         target.url,
-        content=body,
+        content=content,
         headers={**headers, **target.headers},
         timeout=timeout,
         extensions=target.extensions,
@@ -114,50 +147,68 @@ async def _post(
         return failed("timeout", f"timeout after {timeout:g}s", remote_address=target.address)
     except (httpx2.HTTPError, OSError) as exc:
         return failed(_kind_of(exc), f"{type(exc).__name__}: {exc}", remote_address=target.address)
-    try:
-        return await _read(hub, response, started, target.address)
-    except httpx2.TimeoutException:
-        return failed("timeout", f"timeout after {timeout:g}s", remote_address=target.address)
-    except (httpx2.HTTPError, OSError) as exc:
-        return failed("protocol", f"{type(exc).__name__}: {exc}", remote_address=target.address)
-    finally:
-        await response.aclose()
+    return Opened(response, started, target.address or _peer(response))
 
 
-async def _read(
-    hub: Hub, response: httpx2.Response, started: float, address: str | None
+async def _post(
+    hub: Hub, url: str, body: bytes, headers: dict[str, str], timeout_seconds: float
 ) -> Outcome:
+    opened = await open_request(hub, url, body, headers, timeout_seconds)
+    if isinstance(opened, Outcome):
+        return opened
+    try:
+        return await _read(hub, opened)
+    except (httpx2.HTTPError, OSError) as exc:
+        return opened.broken(exc, timeout_seconds)
+    finally:
+        await opened.response.aclose()
+
+
+async def read_capped(hub: Hub, opened: Opened) -> bytes | Outcome:
+    """The whole answer, or `too_large` once it passes `AGENTHUB_AGENT_MAX_RESPONSE_BYTES`."""
     limit = hub.settings.agent_max_response_bytes
-    remote = address or _peer(response)
     content = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in opened.response.aiter_bytes():
         content.extend(chunk)
         if len(content) > limit:
-            excerpt = _excerpt(bytes(content))
-            return Outcome(
-                response.status_code,
-                _ms(started),
-                error=f"the answer is over {limit} bytes",
-                error_kind="too_large",
-                excerpt=excerpt,
-                remote_address=remote,
-            )
-    data = bytes(content)
-    latency = _ms(started)
+            return too_large(opened, limit, bytes(content))
+    return bytes(content)
+
+
+def too_large(opened: Opened, limit: int, start: bytes) -> Outcome:
+    return Outcome(
+        opened.response.status_code,
+        ms_since(opened.started),
+        error=f"the answer is over {limit} bytes",
+        error_kind="too_large",
+        excerpt=excerpt_of(start),
+        remote_address=opened.address,
+    )
+
+
+async def _read(hub: Hub, opened: Opened) -> Outcome:
+    data = await read_capped(hub, opened)
+    if isinstance(data, Outcome):
+        return data
+    response = opened.response
     code = response.status_code
     outcome = Outcome(
         code,
-        latency,
+        ms_since(opened.started),
         retry_after=response.headers.get("retry-after"),
-        excerpt=_excerpt(data),
-        remote_address=remote,
+        excerpt=excerpt_of(data),
+        remote_address=opened.address,
     )
     if 200 <= code < 300:
         outcome.body = _json(data)
     else:
-        outcome.error = f"HTTP {code}: {data[:200].decode('utf-8', 'replace')}"
+        outcome.error = http_status_error(code, data)
         outcome.error_kind = "http_status"
     return outcome
+
+
+def http_status_error(code: int, data: bytes) -> str:
+    return f"HTTP {code}: {data[:200].decode('utf-8', 'replace')}"
 
 
 def _kind_of(exc: BaseException) -> str:
@@ -193,9 +244,9 @@ def _json(data: bytes) -> Any:
         return None
 
 
-def _excerpt(data: bytes) -> str | None:
+def excerpt_of(data: bytes) -> str | None:
     return data[:EXCERPT_BYTES].decode("utf-8", "replace") if data else None
 
 
-def _ms(started: float) -> float:
+def ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)

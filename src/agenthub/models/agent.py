@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Boolean, Float, Integer, String, Text, false
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agenthub.ids import new_id
@@ -22,7 +23,12 @@ class Agent(Base):
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True, default=lambda: new_id("agt"))
     name: Mapped[str] = mapped_column(String(200))
-    webhook_url: Mapped[str] = mapped_column(String(2048))
+    # How deliveries reach it (`transports/`): `webhook` (signed POSTs to `webhook_url`), `a2a`
+    # or `openai` (their settings in `transport_settings`, the one secret encrypted apart).
+    transport: Mapped[str] = mapped_column(String(16), default="webhook", server_default="webhook")
+    transport_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    transport_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
     # The `whsec_…` signing key, encrypted with the hub's secret key.
     webhook_secret_encrypted: Mapped[str] = mapped_column(Text)
     # After a rotation, the secret it replaced: deliveries carry both signatures until then.

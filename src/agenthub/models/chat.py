@@ -133,3 +133,6 @@ class ChatAgentLink(Base):
     last_arrival_at: Mapped[datetime | None]
     # When the waiting messages become a delivery (None: nothing waiting).
     due_at: Mapped[datetime | None]
+    # The agent transport's handle for this chat's next delivery: an A2A task waiting for
+    # the contact's input (`transports/a2a.py`).
+    continuation: Mapped[str | None] = mapped_column(String(200))

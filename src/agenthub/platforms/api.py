@@ -26,6 +26,7 @@ from agenthub.platforms.base import (
     Inbound,
     InboundMessage,
     OutboundContext,
+    PartialReply,
     SendError,
     WebhookRequest,
     send_error_from_response,
@@ -170,6 +171,29 @@ class ApiAdapter:
         # `_callback` reads only the credentials and settings of its context.
         await self._callback(
             http, cast(OutboundContext, context), str(callback_url), event, new_id("typ")
+        )
+
+    # --- streamed replies ----------------------------------------------------------------------
+
+    def shows_partials(self, config: dict[str, Any]) -> bool:
+        return bool(config.get("stream")) and bool(config.get("callback_url"))
+
+    async def send_partial(
+        self, http: httpx2.AsyncClient, context: ChatContext, partial: PartialReply
+    ) -> None:
+        """A `message.partial` callback: the reply so far, signed as `message.outbound` is."""
+        callback_url = context.channel.config.get("callback_url")
+        if not callback_url or context.chat is None:
+            return
+        event = {
+            "event": "message.partial",
+            "chat": ChatOut.model_validate(context.chat).model_dump(mode="json"),
+            "agent_id": partial.agent_id,
+            "delivery_id": partial.delivery_id,
+            "text": partial.text,
+        }
+        await self._callback(
+            http, cast(OutboundContext, context), str(callback_url), event, new_id("prt")
         )
 
 

@@ -21,7 +21,12 @@ capabilities, each a small protocol the generic code checks with `isinstance`:
 - `TypingIndicator`: shows "typing…" in a chat (Telegram `sendChatAction`, renewed; WhatsApp
   Cloud's and Twilio's indicator on the last inbound message; WHAPI presence; the `api`
   callback);
-- `ReadReceipts`: marks the chat's last inbound message read (WhatsApp Cloud).
+- `ReadReceipts`: marks the chat's last inbound message read (WhatsApp Cloud);
+- `TemplateLister`: reads the channel's message templates from the platform (WhatsApp Cloud's
+  `message_templates`, Twilio's Content API);
+- `ContactAddressing`: turns an address a user typed (a phone number) into the contact id
+  the platform's inbound parser stores as the chat's `external_id`, so that a conversation
+  the hub starts and the contact's answers share one chat.
 
 Every adapter also declares its `reply_window` (how long after the contact's last message
 free-form messages may go out; None: no such rule) and its `capabilities` (what the agent
@@ -365,3 +370,85 @@ class ReadReceipts(Protocol):
         """Mark `context.last_inbound_id` (and the messages before it) read on the platform.
         Raises `SendError`."""
         ...
+
+
+# --- templates and contact addresses -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """One message template as the platform lists it (`GET /channels/{id}/templates`)."""
+
+    name: str  # what `template.name` takes when sending (Twilio: the Content SID)
+    language: str | None
+    status: str | None  # as the platform spells it (Cloud `APPROVED`, Twilio `approved`)
+    category: str | None
+    body: str | None  # the readable body text, placeholders kept (`Hi {{1}}`)
+
+
+class MissingCredential(Exception):
+    """The channel lacks a credential this call needs (`name`), e.g. WhatsApp Cloud's
+    `waba_id` for listing templates."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(detail)
+        self.name = name
+        self.detail = detail
+
+
+@runtime_checkable
+class TemplateLister(Protocol):
+    async def list_templates(
+        self, http: httpx2.AsyncClient, context: ChannelContext
+    ) -> list[TemplateInfo]:
+        """Every template of the channel's account, read now (following the platform's
+        pages up to a cap). Raises `MissingCredential`, or `SendError` when the platform
+        refuses or cannot be reached."""
+        ...
+
+
+@runtime_checkable
+class ContactAddressing(Protocol):
+    def contact_address(self, to: str, credentials: dict[str, Any]) -> str:
+        """The chat `external_id` the inbound parser would store for the contact at `to`;
+        raises `ValueError` (its message says what is expected) when `to` cannot be one."""
+        ...
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Is `url` on the scheme, host and port of `base`? A platform's "next page" link is only
+    followed (with the channel's credentials) when it is."""
+    try:
+        one, other = urlsplit(url), urlsplit(base)
+        return (one.scheme, one.hostname, one.port) == (other.scheme, other.hostname, other.port)
+    except ValueError:
+        return False
+
+
+# --- streamed replies -----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class PartialReplies(Protocol):
+    """Shows an agent's reply while it forms (an `api` channel's `message.partial` callback, a
+    Telegram draft), when the channel's config asks for it."""
+
+    def shows_partials(self, config: dict[str, Any]) -> bool:
+        """Whether this channel's config turns it on."""
+        ...
+
+    async def send_partial(
+        self,
+        http: httpx2.AsyncClient,
+        context: ChatContext,
+        partial: PartialReply,
+    ) -> None:
+        """Show the reply so far. Raises `SendError` (logged by the caller, never retried)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PartialReply:
+    agent_id: str
+    delivery_id: str
+    text: str  # the whole reply so far

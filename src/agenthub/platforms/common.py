@@ -203,3 +203,24 @@ def outbound_rich(meta_data: dict[str, Any]) -> Rich | None:
         return rich_of(meta_data)
     except ValueError as exc:
         raise SendError(str(exc), transient=False) from None
+
+
+_PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\u00a0")
+MAX_TEMPLATE_PAGES = 20  # pages of templates read per listing (100 a page)
+
+
+def phone_digits(to: str) -> str:
+    """The digits of an international phone number as a user may type it (`+55 11 98765-4321`,
+    `whatsapp:+5511987654321`, `0055…`): country code first, no `+`. `ValueError` when it is not
+    one (E.164: 8 to 15 digits)."""
+    number = to.strip()
+    if number.lower().startswith("whatsapp:"):
+        number = number[len("whatsapp:") :]
+    number = number.translate(_PHONE_PUNCTUATION)
+    if number.startswith("+"):
+        number = number[1:]
+    elif number.startswith("00"):
+        number = number[2:]
+    if not (number.isascii() and number.isdigit() and 8 <= len(number) <= 15 and number[0] != "0"):
+        raise ValueError("an international phone number, country code first (e.g. +5511987654321)")
+    return number

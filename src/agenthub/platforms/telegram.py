@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,7 @@ from agenthub.platforms.base import (
     InboundMessage,
     MediaDownload,
     OutboundContext,
+    PartialReply,
     ReactionUpdate,
     SendError,
     WebhookRequest,
@@ -311,6 +313,15 @@ class TelegramAdapter:
             }
         )
 
+    def contact_address(self, to: str, credentials: dict[str, Any]) -> str:
+        """The chat's numeric id (`123456789`; groups are negative), as updates carry it.
+        A bot can only write to someone who has started it."""
+        to = to.strip()
+        digits = to[1:] if to.startswith("-") else to
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
+            raise ValueError("a Telegram chat id (digits, e.g. 123456789)")
+        return to
+
     def acknowledge(self) -> Response:
         return json_ack()
 
@@ -499,6 +510,33 @@ class TelegramAdapter:
             "sendChatAction",
             {"chat_id": chat_id, "action": "typing"},
         )
+
+    # --- streamed replies ----------------------------------------------------------------------
+
+    def shows_partials(self, config: dict[str, Any]) -> bool:
+        return bool(config.get("stream_drafts"))
+
+    async def send_partial(
+        self, http: httpx2.AsyncClient, context: ChatContext, partial: PartialReply
+    ) -> None:
+        """`sendMessageDraft {chat_id, draft_id, text}`: one draft per delivery, updated."""
+        chat_id: int | str = context.chat_external_id
+        if isinstance(chat_id, str) and chat_id.lstrip("-").isdigit():
+            chat_id = int(chat_id)
+        draft = {
+            "chat_id": chat_id,
+            "draft_id": draft_id(partial.delivery_id),
+            "text": partial.text,
+        }
+        token = _token(context.credentials)
+        await self._call(
+            http, context.api_base_url(DEFAULT_API_BASE), token, "sendMessageDraft", draft
+        )
+
+
+def draft_id(delivery_id: str) -> int:
+    """A delivery's draft: the same non-zero 31-bit number on every update and retry."""
+    return zlib.crc32(delivery_id.encode()) & 0x7FFFFFFF or 1
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""`whatsapp_twilio`: Twilio's form webhooks, X-Twilio-Signature, TwiML answers, Messages API."""
+"""`whatsapp_twilio`: Twilio's form webhooks, X-Twilio-Signature, TwiML answers, Messages API.
+
+Templates are Content API items (`GET {content_api_base_url}/v1/ContentAndApprovals`, Basic
+auth, following `meta.next_page_url`): a template's `name` is its Content SID (`HX…`). A
+contact's address is `whatsapp:+<digits>`, as Twilio's `From` gives it.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +22,35 @@ from fastapi import Response
 from agenthub.models import DeliveryStatus
 from agenthub.platforms.base import (
     Capabilities,
+    ChannelContext,
     ChatContext,
     Inbound,
     InboundMessage,
     OutboundContext,
     SendError,
     StatusUpdate,
+    TemplateInfo,
     WebhookRequest,
+    same_origin,
     send_error_from_response,
 )
-from agenthub.platforms.common import outbound_rich, secret_matches
+from agenthub.platforms.common import (
+    MAX_TEMPLATE_PAGES,
+    TEXT_MAX,
+    obj,
+    objs,
+    outbound_rich,
+    phone_digits,
+    secret_matches,
+    text,
+)
 from agenthub.rich import Rich, positional
 
 DEFAULT_API_BASE = "https://api.twilio.com"
 # The typing indicator is on the Messaging API's host (`config.typing_api_base_url` replaces it).
 DEFAULT_TYPING_API_BASE = "https://messaging.twilio.com"
+# The Content API (templates) has its own host too (`config.content_api_base_url`).
+DEFAULT_CONTENT_API_BASE = "https://content.twilio.com"
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 TEXT_LIMIT = 1600  # a WhatsApp message's Body
 CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
@@ -236,11 +255,80 @@ class TwilioAdapter:
         (which also marks that message read); nothing without an inbound message."""
         if not context.last_inbound_id:
             return
-        base = str(
-            context.channel.config.get("typing_api_base_url") or DEFAULT_TYPING_API_BASE
-        ).rstrip("/")
+        base = _base_url(context.channel.config.get("typing_api_base_url"), DEFAULT_TYPING_API_BASE)
         form = {"channel": "whatsapp", "messageId": context.last_inbound_id}
         await _post_form(http, f"{base}/v2/Indicators/Typing.json", form, context.credentials)
+
+    # --- templates and contact addresses -------------------------------------------------------
+
+    async def list_templates(
+        self, http: httpx2.AsyncClient, context: ChannelContext
+    ) -> list[TemplateInfo]:
+        """`GET /v1/ContentAndApprovals?PageSize=100`, every page (`meta.next_page_url`, on the
+        same host only: it gets the account's credentials)."""
+        base = _base_url(
+            context.channel.config.get("content_api_base_url"), DEFAULT_CONTENT_API_BASE
+        )
+        url: str | None = f"{base}/v1/ContentAndApprovals?PageSize=100"
+        templates: list[TemplateInfo] = []
+        for _ in range(MAX_TEMPLATE_PAGES):
+            if url is None:
+                break
+            page = await _get_json(http, url, context.credentials)
+            templates += [t for t in map(_content_template, objs(page.get("contents"))) if t]
+            following = obj(page.get("meta")).get("next_page_url")
+            url = following if isinstance(following, str) and same_origin(following, base) else None
+        return templates
+
+    def contact_address(self, to: str, credentials: dict[str, Any]) -> str:
+        """`whatsapp:+<digits>`, as Twilio's `From` carries the contact (without the prefix
+        when the sender itself has none)."""
+        sender = str(credentials.get("from_number") or "whatsapp:")
+        prefix = "whatsapp:" if sender.lower().startswith("whatsapp:") else ""
+        return f"{prefix}+{phone_digits(to)}"
+
+
+def _base_url(configured: Any, default: str) -> str:
+    return str(configured or default).rstrip("/")
+
+
+def _content_template(item: dict[str, Any]) -> TemplateInfo | None:
+    """One Content API item: `{sid, language, types: {"twilio/text": {body}, …},
+    approval_requests: {status, category} (or under `whatsapp`)}`."""
+    sid = text(item.get("sid"), 64)
+    if sid is None:
+        return None
+    approval = obj(item.get("approval_requests"))
+    whatsapp = obj(approval.get("whatsapp"))
+    types = obj(item.get("types"))
+    bodies = [obj(types.get("twilio/text")).get("body")] + [
+        obj(value).get("body") for value in types.values()
+    ]
+    body = next((found for found in (text(b, TEXT_MAX) for b in bodies) if found), None)
+    return TemplateInfo(
+        name=sid,
+        language=text(item.get("language"), 64),
+        status=text(approval.get("status"), 64) or text(whatsapp.get("status"), 64),
+        category=text(approval.get("category"), 64) or text(whatsapp.get("category"), 64),
+        body=body,
+    )
+
+
+async def _get_json(http: httpx2.AsyncClient, url: str, creds: dict[str, Any]) -> dict[str, Any]:
+    """GET a Twilio API resource with the account's Basic auth; its JSON, or a `SendError`."""
+    try:
+        response = await http.get(
+            url,
+            auth=(creds["account_sid"], creds["auth_token"]),
+            headers={"Accept": "application/json"},
+            timeout=15,
+        )
+    except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+        raise SendError(f"{type(exc).__name__}: {exc}", transient=True) from exc
+    body = _json(response)
+    if not response.is_success:
+        raise send_error_from_response(response, body.get("code"), body.get("message"))
+    return body
 
 
 async def _post_form(

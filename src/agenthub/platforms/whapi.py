@@ -56,6 +56,7 @@ from agenthub.platforms.common import (
     objs,
     outbound_media,
     outbound_rich,
+    phone_digits,
     response_json,
     safe_parse,
     secret_matches,
@@ -248,6 +249,16 @@ class WhapiAdapter:
             meta_data=meta,
             replied_to=replied_to,
         )
+
+    def contact_address(self, to: str, credentials: dict[str, Any]) -> str:
+        """A person's chat id, `<digits>@s.whatsapp.net`, as the webhooks give it (a chat id
+        with its `@…` suffix is taken as written)."""
+        to = to.strip()
+        if "@" in to:
+            if ident(to) != to or any(char.isspace() for char in to):
+                raise ValueError("a WHAPI chat id (`14155550100@s.whatsapp.net`) or a phone number")
+            return to
+        return f"{phone_digits(to)}@s.whatsapp.net"
 
     def acknowledge(self) -> Response:
         return json_ack()

@@ -16,6 +16,9 @@
 - Outbound: `POST {base}/{version}/{phone_number_id}/messages` with `Authorization: Bearer`,
   text (split at 4096 characters) and media by link. The Graph API version is the setting
   `AGENTHUB_WHATSAPP_GRAPH_VERSION`.
+- Templates: `GET {base}/{version}/{waba_id}/message_templates` (the `waba_id` credential),
+  following `paging.next`; a template's readable body is its `BODY` component's text.
+- A contact's address is its WhatsApp id: the phone number's digits, country code first.
 """
 
 from __future__ import annotations
@@ -38,13 +41,17 @@ from agenthub.platforms.base import (
     Inbound,
     InboundMessage,
     MediaDownload,
+    MissingCredential,
     OutboundContext,
     ReactionUpdate,
     SendError,
     StatusUpdate,
+    TemplateInfo,
     WebhookRequest,
+    same_origin,
 )
 from agenthub.platforms.common import (
+    MAX_TEMPLATE_PAGES,
     META_TEXT_MAX,
     NAME_MAX,
     TEXT_MAX,
@@ -61,6 +68,7 @@ from agenthub.platforms.common import (
     objs,
     outbound_media,
     outbound_rich,
+    phone_digits,
     response_json,
     safe_parse,
     secret_matches,
@@ -389,6 +397,51 @@ class WhatsAppCloudAdapter:
         )
         return MediaDownload(response=download, content_type=content_type)
 
+    # --- templates and contact addresses -------------------------------------------------------
+
+    async def list_templates(
+        self, http: httpx2.AsyncClient, context: ChannelContext
+    ) -> list[TemplateInfo]:
+        """`GET /{version}/{waba_id}/message_templates`, every page (`paging.next`, on the
+        same host only: it gets the access token)."""
+        token = context.credentials.get("access_token")
+        waba_id = context.credentials.get("waba_id")
+        if not isinstance(waba_id, str) or not waba_id:
+            raise MissingCredential(
+                "waba_id",
+                "The channel has no waba_id credential (the WhatsApp Business Account id): "
+                "set it with PATCH /channels/{id} to list its templates",
+            )
+        if not isinstance(token, str) or not token:
+            raise MissingCredential("access_token", "The channel has no access_token")
+        version = context.settings.whatsapp_graph_version
+        base = context.api_base_url(DEFAULT_API_BASE)
+        url: str | None = (
+            f"{base}/{version}/{quote(waba_id, safe='')}/message_templates"
+            "?fields=name,language,status,category,components&limit=100"
+        )
+        templates: list[TemplateInfo] = []
+        for _ in range(MAX_TEMPLATE_PAGES):
+            if url is None:
+                break
+            try:
+                response = await http.get(
+                    url, headers={"Authorization": f"Bearer {token}"}, timeout=20
+                )
+            except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+                raise network_error(exc, redact=token) from None
+            page = response_json(response)
+            if not response.is_success:
+                raise _graph_error(response, page)
+            templates += [t for t in map(_template, objs(page.get("data"))) if t is not None]
+            following = obj(page.get("paging")).get("next")
+            url = following if isinstance(following, str) and same_origin(following, base) else None
+        return templates
+
+    def contact_address(self, to: str, credentials: dict[str, Any]) -> str:
+        """The WhatsApp id Meta's webhooks carry in `from`: the number's digits."""
+        return phone_digits(to)
+
     # --- typing and read receipts --------------------------------------------------------------
 
     # One call: the indicator lasts until our reply or 25 s.
@@ -488,6 +541,29 @@ def _graph_error(response: httpx2.Response, answer: dict[str, Any]) -> SendError
         response.status_code == 429 or response.status_code >= 500 or code in TRANSIENT_CODES
     )
     return SendError(message, transient=transient, code=code, status_code=response.status_code)
+
+
+def _template(item: dict[str, Any]) -> TemplateInfo | None:
+    """One `message_templates` entry: `{name, language, status, category, components: [{type:
+    BODY, text}, …]}`."""
+    name = text(item.get("name"), 512)
+    if name is None:
+        return None
+    body = next(
+        (
+            text(component.get("text"), TEXT_MAX)
+            for component in objs(item.get("components"))
+            if str(component.get("type", "")).upper() == "BODY"
+        ),
+        None,
+    )
+    return TemplateInfo(
+        name=name,
+        language=text(item.get("language"), 64),
+        status=text(item.get("status"), 64),
+        category=text(item.get("category"), 64),
+        body=body,
+    )
 
 
 def _contact_names(contacts: Any) -> dict[str, str]:

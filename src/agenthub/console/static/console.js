@@ -346,6 +346,8 @@ document.addEventListener("input", (input) => {
 body.addEventListener("htmx:afterRequest", (done) => {
   const form = done.detail.elt;
   if (!form || form.id !== "composer" || !done.detail.successful) return;
+  const error = document.getElementById("composer-error");
+  if (error) error.replaceChildren();
   form.reset();
   const input = document.getElementById("composer-input");
   if (input) input.focus();
@@ -359,6 +361,15 @@ function scrollTimeline() {
 // A live refresh keeps the reader where they were, unless they were at the newest item; older
 // items put on top (scrolling back) keep the items in view where they were.
 let kept = null;
+// A send the hub refused with an explanation for the operator (the chat's 24-hour window is
+// closed): the answer names where it goes (HX-Retarget: the composer's error line) and is
+// shown there; the request still counts as failed, so what was written stays in the input.
+body.addEventListener("htmx:beforeSwap", (swap) => {
+  const xhr = swap.detail.xhr;
+  if (!xhr || xhr.status !== 409 || !xhr.getResponseHeader("HX-Retarget")) return;
+  if (swap.detail.requestConfig && swap.detail.requestConfig.elt
+      && swap.detail.requestConfig.elt.id === "composer") swap.detail.shouldSwap = true;
+});
 body.addEventListener("htmx:beforeSwap", (swap) => {
   const timeline = document.getElementById("timeline");
   const target = swap.detail.target;
