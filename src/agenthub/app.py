@@ -24,8 +24,10 @@ from agenthub.settings import Settings, get_settings
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     from agenthub import metrics, tracing
+    from agenthub.mcp_server import MCPEndpoint
 
     settings = settings or get_settings()
+    mcp = MCPEndpoint()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,7 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await start_runtime(hub)
         hub.settle_memory()
         try:
-            yield
+            async with mcp.run():
+                yield
         finally:
             await hub.close()
             metrics.process_exit()
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracing.instrument_app(app)
     install_error_handlers(app)
     _include_routers(app)
+    app.router.routes.append(mcp.route)  # `POST /mcp`, outside the OpenAPI schema
     declare_error_responses(app)
     describe_callbacks(app)
     return app
@@ -129,6 +133,7 @@ def _include_routers(app: FastAPI) -> None:
     from agenthub.operators.canned.router import router as canned_router
     from agenthub.operators.router import router as operators_router
     from agenthub.realtime.router import router as realtime_router
+    from agenthub.transports.a2a_push import router as a2a_push_router
     from agenthub.webhooks.router import router as webhooks_router
 
     # Webhooks first: the busiest routes, and Starlette tries routes in order.
@@ -145,6 +150,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(operators_router)
     app.include_router(realtime_router)
     app.include_router(metrics_router)  # `GET /metrics`, outside the OpenAPI schema
+    app.include_router(a2a_push_router, include_in_schema=False)  # A2A push notifications
     # The operator console: HTML pages and their static files, left out of the OpenAPI schema.
     app.include_router(console_pages_router, include_in_schema=False)
     app.include_router(console_actions_router, include_in_schema=False)

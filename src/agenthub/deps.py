@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Annotated
@@ -41,7 +42,15 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 
 async def get_session(request: Request, hub: HubDep) -> AsyncIterator[AsyncSession]:
     """The request's transaction: read-only for GET, committed before the response is sent."""
-    read_only = request.method in ("GET", "HEAD")
+    async with unit_of_work(hub, read_only=request.method in ("GET", "HEAD")) as session:
+        yield session
+
+
+@asynccontextmanager
+async def unit_of_work(hub: Hub, *, read_only: bool) -> AsyncIterator[AsyncSession]:
+    """A request's transaction outside a route too (the MCP tools, `mcp_server.py`): committed
+    on success, with its after-commit work (events, wake-ups); rolled back on any error, the
+    audit trail's refusals kept either way."""
     async with hub.db.session(read_only=read_only) as session:
         try:
             yield session

@@ -146,11 +146,12 @@ async def _read(hub: Hub, opened: Opened, dialect: _Dialect) -> AsyncIterator[Tr
     if not dialect.finished:
         yield opened.failed("protocol", "the stream ended before the answer did")
         return
+    text = dialect.text.strip()
     yield Outcome(
         code,
         ms_since(opened.started),
         body=answer(
-            [dialect.text] if dialect.text.strip() else [],
+            [text] if text else [],
             handoff=dialect.handoff_reason is not None,
             handoff_reason=dialect.handoff_reason,
         ),
