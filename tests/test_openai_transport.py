@@ -1,6 +1,9 @@
 """The `openai` agent transport against a loopback OpenAI-compatible server (tests/agent_server.py
 with `protocol="openai"`): the conversation as roles, the streamed reply, the handoff tool,
-retries, partial replies, and a stream that breaks halfway."""
+retries, partial replies, and a stream that breaks halfway. What depends on the database (the
+exactly-once recording of a retried, broken stream) runs on both; the rest on SQLite only.
+The exactly-once test across faults and chats runs for this transport too
+(tests/test_agent_delivery.py `any_agent`)."""
 
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ async def settled(world: World) -> tuple[str, list[dict[str, Any]]]:
     return chat_id, deliveries
 
 
+@pytest.mark.database_independent
 async def test_a_delivery_is_one_streamed_chat_completion_with_the_history_as_roles(
     llm: FakeAgent, client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -99,6 +103,7 @@ async def test_a_delivery_is_one_streamed_chat_completion_with_the_history_as_ro
     assert await world.agent_texts(chat_id) == ["Hello, how can I help?", "Noted."]
 
 
+@pytest.mark.database_independent
 async def test_the_responses_api_gets_instructions_and_input(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -121,6 +126,7 @@ async def test_the_responses_api_gets_instructions_and_input(
     assert await world.agent_texts(chat_id) == ["Streamed reply"]
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize("api", ["chat_completions", "responses"])
 async def test_the_handoff_tool_hands_the_chat_to_a_human(
     api: str, llm: FakeAgent, client: httpx2.AsyncClient, admin: Caller
@@ -140,6 +146,7 @@ async def test_the_handoff_tool_hands_the_chat_to_a_human(
     assert await world.agent_texts(chat_id) == []  # an empty text makes no message
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize(
     ("fault", "retried"),
     [(respond(429), True), (respond(503), True), (hang(5), True), (respond(400), False)],
@@ -189,6 +196,7 @@ async def test_a_stream_broken_halfway_is_retried_and_its_reply_stored_once(
     assert "The whole reply".startswith(partials[-1]["text"])
 
 
+@pytest.mark.database_independent
 async def test_partials_are_throttled_and_reach_an_api_channel_before_the_reply(
     llm: FakeAgent, client: httpx2.AsyncClient, admin: Caller, hub: Hub, receiver: FakePlatform
 ) -> None:
@@ -222,6 +230,7 @@ async def test_partials_are_throttled_and_reach_an_api_channel_before_the_reply(
     assert events[-1]["message"]["content"] == final
 
 
+@pytest.mark.database_independent
 async def test_settings_are_validated_and_secrets_never_shown(
     client: httpx2.AsyncClient, admin: Caller, hub: Hub
 ) -> None:
@@ -281,3 +290,73 @@ async def test_settings_are_validated_and_secrets_never_shown(
     )
     assert response.status_code == 200, response.text
     assert response.json()["openai"] is None and response.json()["transport"] == "webhook"
+
+
+@pytest.mark.database_independent
+async def test_a_telegram_channel_with_stream_drafts_shows_the_reply_forming(
+    llm: FakeAgent, client: httpx2.AsyncClient, admin: Caller
+) -> None:
+    from tests.test_telegram import BOT_TOKEN, CHAT_ID, SECRET, fake_bot_api, post_update, update
+
+    with fake_bot_api() as bot_api:
+        answer = await client.post(
+            "/channels",
+            json={
+                "name": "bot",
+                "platform": "telegram",
+                "credentials": {"bot_token": BOT_TOKEN, "secret_token": SECRET},
+                "config": {"api_base_url": bot_api.url, "stream_drafts": True},
+            },
+            headers=admin.headers,
+        )
+        assert answer.status_code == 201, answer.text
+        channel = answer.json()
+        settings = {"base_url": llm.url, "api_key": API_KEY, "model": "m"}
+        answer = await client.post(
+            "/auth/agents",
+            json={
+                "name": "llm",
+                "transport": "openai",
+                "openai": settings,
+                "buffer_time_seconds": 0,
+            },
+            headers=admin.headers,
+        )
+        assert answer.status_code == 201, answer.text
+        chunks = [f"part{n} " for n in range(8)]
+        llm.script.append(stream(*chunks, pause=0.06))
+        assert (await post_update(client, channel, update(text="hello"))).status_code == 200
+
+        sent = await bot_api.wait_for(1, path=r"/bot[^/]+/sendMessage$")
+        drafts = bot_api.requests(r"/bot[^/]+/sendMessageDraft")
+    assert 2 <= len(drafts) <= 4, [d.json for d in drafts]
+    [draft_id] = {d.json["draft_id"] for d in drafts}  # one draft, updated
+    assert isinstance(draft_id, int) and draft_id != 0
+    assert all(d.json["chat_id"] == CHAT_ID for d in drafts)
+    final = "".join(chunks).strip()
+    assert all(final.startswith(d.json["text"].strip()) for d in drafts)
+    assert sent[0].json["text"] == final  # and the message itself, once
+
+
+@pytest.mark.database_independent
+async def test_a_test_delivery_runs_the_sample_conversation_through_the_transport(
+    llm: FakeAgent, client: httpx2.AsyncClient, admin: Caller
+) -> None:
+    world = await make_world(client, admin, llm)
+    llm.script.append(reply("pong"))
+    answer = await client.post(
+        f"/auth/agents/{world.agent_id}/test-delivery", headers=admin.headers
+    )
+    assert answer.status_code == 200, answer.text
+    probe = answer.json()
+    assert probe["ok"] is True and probe["status_code"] == 200
+    [request] = llm.requests
+    assert request.roles[-1][0] == "user" and "test delivery" in request.roles[-1][1]
+    assert request.headers["agenthub-delivery-id"] == probe["webhook_id"]
+
+    llm.script.append(respond(401, {"error": {"message": "bad key"}}))
+    probe = (
+        await client.post(f"/auth/agents/{world.agent_id}/test-delivery", headers=admin.headers)
+    ).json()
+    assert probe["ok"] is False and probe["status_code"] == 401
+    assert "bad key" in probe["response_excerpt"]
