@@ -12,7 +12,9 @@ restarts the hub (as a supervisor would) and checks, counting every contact mess
 - lost: in none,
 
 and that every agent reply — including those produced after the restart — is stored once.
-Runs on a SQLite file and on a scratch PostgreSQL database.
+Runs on a SQLite file and on a scratch PostgreSQL database with a webhook agent, and on SQLite
+with an `openai` agent (the same agent answering as an OpenAI-compatible streaming server: the
+engine is the same for every transport; the A2A one is in tests/test_a2a_transport.py).
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ class Agent:
     """A loopback agent: verifies each delivery, kills the hub on the first one, replies inline."""
 
     hub: HubProcess
+    protocol: str = "webhook"  # or "openai": the hub's ids in headers, the reply streamed
     secret: str = ""
     receipts: list[Receipt] = field(default_factory=list)
     killed: threading.Event = field(default_factory=threading.Event)
@@ -142,12 +145,7 @@ class Agent:
     chosen: bool = False  # the first delivery has been picked to die with the hub
 
     def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any] | None]:
-        payload = Webhook(self.secret).verify(body, headers)  # the hub signs every attempt
-        assert headers["webhook-id"] == payload["delivery_id"]
-        new_ids = payload["new_message_ids"]
-        contents = {m["id"]: m["content"] for m in payload["messages"] if m["id"] in new_ids}
-        assert list(contents) == new_ids  # new messages are in the history, oldest first
-        receipt = Receipt(headers["webhook-id"], new_ids, contents)
+        receipt = self._receipt(headers, body)
         with self.lock:
             self.receipts.append(receipt)
             first, self.chosen = not self.chosen, True
@@ -162,9 +160,30 @@ class Agent:
             self.killed.set()
             return 0, None
         time.sleep(AGENT_WORK_SECONDS)
-        receipt.reply = "pong: " + " | ".join(contents[i] for i in new_ids)
+        receipt.reply = "pong: " + " | ".join(receipt.contents[i] for i in receipt.new_message_ids)
         receipt.answered = True
         return 200, {"reply": receipt.reply}
+
+    def _receipt(self, headers: dict[str, str], body: bytes) -> Receipt:
+        if self.protocol == "openai":
+            # The new messages are the newest contact messages, at the end of the roles.
+            new_ids = headers["agenthub-message-ids"].split(",")
+            users = [m["content"] for m in json.loads(body)["messages"] if m["role"] == "user"]
+            contents = dict(zip(new_ids, users[-len(new_ids) :], strict=True))
+            return Receipt(headers["agenthub-delivery-id"], new_ids, contents)
+        payload = Webhook(self.secret).verify(body, headers)  # the hub signs every attempt
+        assert headers["webhook-id"] == payload["delivery_id"]
+        new_ids = payload["new_message_ids"]
+        contents = {m["id"]: m["content"] for m in payload["messages"] if m["id"] in new_ids}
+        assert list(contents) == new_ids  # new messages are in the history, oldest first
+        return Receipt(headers["webhook-id"], new_ids, contents)
+
+    def encode(self, answer: dict[str, Any]) -> tuple[str, bytes]:
+        """The answer's content type and body: JSON, or an OpenAI-compatible event stream."""
+        if self.protocol != "openai":
+            return "application/json", json.dumps(answer).encode()
+        chunk = {"choices": [{"index": 0, "delta": {"content": answer["reply"]}}]}
+        return "text/event-stream", f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
 
     @contextmanager
     def serving(self) -> Iterator[str]:
@@ -180,10 +199,11 @@ class Agent:
                 if not status:
                     self.close_connection = True  # no answer at all
                     return
-                data = json.dumps(answer).encode()
+                assert answer is not None
+                content_type, data = agent.encode(answer)
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
@@ -204,14 +224,19 @@ class Agent:
             server.server_close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'hub.db'}"
+@pytest.fixture(
+    params=[("sqlite", "webhook"), ("postgresql", "webhook"), ("sqlite", "openai")],
+    ids=["sqlite", "postgresql", "sqlite-openai"],
+)
+def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(database URL, agent transport)."""
+    database, protocol = request.param
+    if database == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hub.db'}", protocol
         return
     require_postgres()
     with _scratch_postgres_database() as url:
-        yield url
+        yield url, protocol
 
 
 def _sign(secret: str, payload: dict[str, Any], webhook_id: str) -> dict[str, Any]:
@@ -242,10 +267,11 @@ def _send_until_acknowledged(
 
 
 def test_kill_9_during_a_delivery_loses_and_duplicates_nothing(
-    database_url: str, tmp_path: Path
+    case: tuple[str, str], tmp_path: Path
 ) -> None:
+    database_url, protocol = case
     hub = HubProcess(database_url, tmp_path)
-    agent = Agent(hub)
+    agent = Agent(hub, protocol)
     with agent.serving() as agent_url, httpx2.Client(timeout=10) as http:
         try:
             hub.start()
@@ -260,10 +286,14 @@ def _run_scenario(http: httpx2.Client, hub: HubProcess, agent: Agent, agent_url:
     assert http.post(f"{hub.url}/auth/signup", json=credentials).status_code == 201
     token = http.post(f"{hub.url}/auth/login", json=credentials).json()["access_token"]
     auth = {"Authorization": f"Bearer {token}"}
+    reached: dict[str, Any] = {"webhook_url": agent_url}
+    if agent.protocol == "openai":
+        settings = {"base_url": agent_url, "api_key": "sk-crash", "model": "m"}
+        reached = {"transport": "openai", "openai": settings}
     created = http.post(
         f"{hub.url}/auth/agents",
         headers=auth,
-        json={"name": "crash-test", "webhook_url": agent_url, "buffer_time_seconds": 0},
+        json={"name": "crash-test", "buffer_time_seconds": 0, **reached},
     )
     assert created.status_code == 201, created.text
     agent.secret = created.json()["webhook_secret"]

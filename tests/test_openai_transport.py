@@ -174,7 +174,7 @@ async def test_429_5xx_and_timeouts_are_retried_other_4xx_fail(
 async def test_a_stream_broken_halfway_is_retried_and_its_reply_stored_once(
     llm: FakeAgent, client: httpx2.AsyncClient, admin: Caller, hub: Hub
 ) -> None:
-    world = await make_world(client, admin, llm)
+    world = await make_world(client, admin, llm, timeout_seconds=10)  # a slow machine: no timeout
     llm.script.extend(
         [
             stream("Half ", "a ", "reply ", "then ", "gone", pause=0.05, break_after=3),

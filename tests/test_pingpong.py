@@ -377,3 +377,108 @@ async def test_full_loop_hub_to_pingpong_and_back(
     ]
     agent_message = messages[0]
     assert agent_message["sender_id"] == agent.json()["id"]
+
+
+# --- `agenthub pingpong --a2a` -------------------------------------------------------------
+
+
+async def test_the_pingpong_a2a_command_serves_a_card_and_pongs_over_json_rpc() -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [AGENTHUB, "pingpong", "--a2a", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    rpc = {
+        "jsonrpc": "2.0",
+        "id": "1",
+        "method": "SendMessage",
+        "params": {
+            "message": {
+                "messageId": "dlv_test000001",
+                "contextId": "cht_test000001",
+                "role": "ROLE_USER",
+                "parts": [{"text": "hello"}],
+            }
+        },
+    }
+    try:
+        assert process.stdout is not None
+        assert f"A2A agent listening on {url}" in process.stdout.readline()
+        async with httpx2.AsyncClient() as http:
+            with anyio.fail_after(15):
+                while True:
+                    try:
+                        card = await http.get(url + ".well-known/agent-card.json")
+                        break
+                    except httpx2.ConnectError:
+                        await anyio.sleep(0.05)
+            assert card.status_code == 200
+            assert card.json()["capabilities"] == {"streaming": True}
+            assert card.json()["supportedInterfaces"][0]["url"] == url
+            answer = await http.post(url, json=rpc, headers={"A2A-Version": "1.0"})
+        task = answer.json()["result"]["task"]
+        assert task["status"]["state"] == "TASK_STATE_COMPLETED"
+        assert task["artifacts"][0]["parts"] == [{"text": "pong: hello"}]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_pingpong_without_a2a_still_needs_its_secret() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AGENTHUB_PINGPONG_SECRET"}
+    result = subprocess.run(
+        [AGENTHUB, "pingpong"], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert result.returncode != 0
+    assert "--secret" in result.stdout + result.stderr
+
+
+async def test_full_loop_hub_to_pingpong_over_a2a(
+    client: httpx2.AsyncClient, admin: Caller
+) -> None:
+    """The hub streams from the A2A pingpong; `ask` leaves a task waiting for input, which the
+    contact's next message completes; `buttons` come back as buttons."""
+    from agenthub.pingpong_a2a import create_pingpong_a2a_app
+
+    sock = bound_socket()
+    url = url_of(sock)
+    agent = await client.post(
+        "/auth/agents",
+        headers=admin.headers,
+        json={
+            "name": "pingpong",
+            "transport": "a2a",
+            "a2a": {"url": url},
+            "buffer_time_seconds": 0,
+        },
+    )
+    assert agent.status_code == 201, agent.text
+    channel = await client.post(
+        "/channels", headers=admin.headers, json={"name": "web chat", "platform": "api"}
+    )
+    assert channel.status_code == 201, channel.text
+    channel_id, channel_secret = channel.json()["id"], channel.json()["credentials"]["secret"]
+
+    async def say(text: str, count: int) -> list[dict[str, Any]]:
+        inbound = {"contact_id": "alice", "message_id": f"web-{uuid.uuid4().hex}", "content": text}
+        messages = await post_api_message_and_wait_for_the_agent(
+            client, admin, channel_id, channel_secret, inbound
+        )
+        with anyio.fail_after(15):
+            while len([m for m in messages if m["sender_type"] == "AGENT"]) < count:
+                await anyio.sleep(0.05)
+                chat_id = messages[0]["chat_id"]
+                page = await client.get(f"/chats/{chat_id}/messages", headers=admin.headers)
+                messages = page.json()["messages"]
+        return [m for m in reversed(messages) if m["sender_type"] == "AGENT"]
+
+    with serve_in_thread(create_pingpong_a2a_app(url), sock):
+        assert [m["content"] for m in await say("ping 1", 1)] == ["pong: ping 1"]
+        assert [m["content"] for m in await say("ask", 2)][-1] == "What is your name?"
+        assert [m["content"] for m in await say("Ana", 3)][-1] == "pong: nice to meet you, Ana"
+        last = (await say("buttons", 4))[-1]
+    assert last["content"] == "Ping or pong?"
+    assert [b["title"] for b in last["meta_data"]["buttons"]] == ["Ping", "Pong"]

@@ -349,13 +349,13 @@ def _check_whsec(secret: str, param_hint: str = "--secret") -> str:
 @app.command()
 def pingpong(
     secret: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="The agent's webhook_secret (whsec_…), to verify deliveries",
+            help="The agent's webhook_secret (whsec_…), to verify deliveries (not with --a2a)",
             envvar="AGENTHUB_PINGPONG_SECRET",
             show_envvar=True,
         ),
-    ],
+    ] = None,
     port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1)")] = 8001,
     token: Annotated[
         str | None,
@@ -373,13 +373,31 @@ def pingpong(
             show_envvar=True,
         ),
     ] = None,
+    a2a: Annotated[
+        bool,
+        typer.Option(
+            "--a2a", help="Be an A2A agent (agent card, JSON-RPC, streaming) instead of a webhook"
+        ),
+    ] = False,
 ) -> None:
     """The example agent: answers every delivery with `pong: <last new message>`.
 
     AGENTHUB_PINGPONG_SECRET and _TOKEN keep the secrets off the command line (seen by `ps`).
+    With --a2a it speaks A2A instead: register it with `"transport": "a2a"`.
     """
+    if a2a:
+        from agenthub.pingpong_a2a import serve as serve_a2a
+
+        typer.echo(f"pingpong A2A agent listening on http://127.0.0.1:{port}/ (card, JSON-RPC)")
+        typer.echo(
+            'Register it with {"transport": "a2a", "a2a": {"url": "<that URL>"}}. Ctrl-C stops it.'
+        )
+        serve_a2a(port)
+        return
     from agenthub.pingpong import serve as serve_pingpong
 
+    if secret is None:
+        raise typer.BadParameter("the agent's webhook_secret is required", param_hint="'--secret'")
     secret = _check_whsec(secret)
     if hub and not token:
         typer.secho("--hub is used only with --token; replying inline", fg=typer.colors.YELLOW)
