@@ -324,6 +324,7 @@ async def bus_events(hub: Hub, kind: str) -> list[dict[str, Any]]:
 # --- the cases ---------------------------------------------------------------------------
 
 
+@pytest.mark.database_independent
 async def test_a_returned_message_becomes_the_reply_and_the_request_is_a2a(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -361,6 +362,7 @@ async def test_a_returned_message_becomes_the_reply_and_the_request_is_a2a(
         assert agent.card_reads == 1
 
 
+@pytest.mark.database_independent
 async def test_without_a_card_the_url_is_the_json_rpc_endpoint(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -375,6 +377,7 @@ async def test_without_a_card_the_url_is_the_json_rpc_endpoint(
         assert [c.method for c in agent.calls] == ["SendMessage"]
 
 
+@pytest.mark.database_independent
 async def test_a_streamed_reply_shows_partials_then_one_agent_message(
     client: httpx2.AsyncClient, admin: Caller, hub: Hub
 ) -> None:
@@ -418,6 +421,7 @@ async def test_input_required_keeps_the_task_for_the_next_delivery(
         assert (await world.agent_texts(chat_id))[-1] == "hello, hi"
 
 
+@pytest.mark.database_independent
 async def test_a_failed_task_fails_the_delivery_without_retries(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -436,6 +440,7 @@ async def test_a_failed_task_fails_the_delivery_without_retries(
         assert await world.agent_texts(chat_id) == []
 
 
+@pytest.mark.database_independent
 async def test_handoff_metadata_hands_the_chat_off(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -452,6 +457,7 @@ async def test_handoff_metadata_hands_the_chat_off(
         assert link["active"] is False
 
 
+@pytest.mark.database_independent
 async def test_a_task_still_working_is_followed_with_get_task(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -470,6 +476,7 @@ async def test_a_task_still_working_is_followed_with_get_task(
         assert all(p.headers["a2a-version"] == "1.0" for p in polls)
 
 
+@pytest.mark.database_independent
 async def test_a_retry_goes_on_following_the_task_instead_of_sending_again(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -485,6 +492,7 @@ async def test_a_retry_goes_on_following_the_task_instead_of_sending_again(
         assert await world.agent_texts(chat_id) == ["done at last"]
 
 
+@pytest.mark.database_independent
 async def test_a_retry_sends_the_same_message_id(client: httpx2.AsyncClient, admin: Caller) -> None:
     async with a2a_agent() as (url, agent):
         agent.fail_next = 1
@@ -501,6 +509,7 @@ async def test_a_retry_sends_the_same_message_id(client: httpx2.AsyncClient, adm
         assert await world.agent_texts(chat_id) == ["hello, hi"]
 
 
+@pytest.mark.database_independent
 async def test_a_push_notification_wakes_the_attempt_following_a_task(
     client: httpx2.AsyncClient,
     admin: Caller,

@@ -55,8 +55,8 @@ from tests.hypothesis_budget import examples
 POSITIVE_EXAMPLES = examples(6)
 # On PostgreSQL, where only the valid input's round runs: fewer, the same kinds of input.
 POSTGRES_POSITIVE_EXAMPLES = examples(4)
-NEGATIVE_EXAMPLES = examples(6)
-ANONYMOUS_EXAMPLES = examples(3)
+NEGATIVE_EXAMPLES = examples(4)
+ANONYMOUS_EXAMPLES = examples(2)
 
 
 def _operations() -> dict[str, bool]:

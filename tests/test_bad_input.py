@@ -66,6 +66,7 @@ async def world(hub: Hub, admin: Caller) -> dict[str, str]:
     return {"channel_id": channel.id, "chat_id": chat.id, "agent_id": agent.id}
 
 
+@pytest.mark.database_independent
 async def test_malformed_json_and_wrong_bodies(
     client: httpx2.AsyncClient, admin: Caller, world: dict[str, str]
 ) -> None:
@@ -104,6 +105,7 @@ async def test_malformed_json_and_wrong_bodies(
     assert await counts(client, admin, world["chat_id"]) == before
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize(
     ("url", "body"),
     [
@@ -172,6 +174,7 @@ async def test_invalid_create_bodies_are_422(
     assert await counts(client, admin, world["chat_id"]) == before
 
 
+@pytest.mark.database_independent
 async def test_nan_and_infinity_are_refused(
     client: httpx2.AsyncClient, admin: Caller, world: dict[str, str]
 ) -> None:
@@ -244,6 +247,7 @@ async def test_oversize_message_and_meta_data(
     assert await counts(client, admin, world["chat_id"]) == before
 
 
+@pytest.mark.database_independent
 async def test_bodies_over_one_megabyte_are_413(
     client: httpx2.AsyncClient, admin: Caller, world: dict[str, str]
 ) -> None:
@@ -308,11 +312,13 @@ async def test_unknown_ids_are_404_with_detail(
         assert_error(response, 404)
 
 
+@pytest.mark.database_independent
 async def test_unknown_routes_and_methods(client: httpx2.AsyncClient, admin: Caller) -> None:
     assert_error(await client.get("/nope", headers=admin.headers), 404)
     assert_error(await client.put("/channels", json={}, headers=admin.headers), 405)
 
 
+@pytest.mark.database_independent
 @pytest.mark.parametrize(
     "query",
     [
@@ -356,6 +362,7 @@ async def test_huge_but_allowed_offset_is_an_empty_page(
         assert response.status_code == 200 and response.json() == [], response.text
 
 
+@pytest.mark.database_independent
 async def test_bad_filters(
     client: httpx2.AsyncClient, admin: Caller, world: dict[str, str]
 ) -> None:

@@ -413,7 +413,7 @@ async def _check_replies(world: World, agent: Agent) -> int:
 async def test_two_serves_two_workers_deliver_every_message_exactly_once_in_order(
     tmp_path: Path,
 ) -> None:
-    chats, per_chat = 50, 10
+    chats, per_chat = 30, 6
     async with (
         asyncio.timeout(120),
         Agent(work_seconds=0.02) as agent,
@@ -424,7 +424,7 @@ async def test_two_serves_two_workers_deliver_every_message_exactly_once_in_orde
         a, b = hub.serves
         async with Dashboard(a, world.token) as on_a, Dashboard(b, world.token) as on_b:
             started = time.monotonic()
-            await _send(world, range(chats), per_chat, pause=0.5)
+            await _send(world, range(chats), per_chat, pause=0.3)
             sending = time.monotonic() - started
             await eventually(lambda: _settled(world, agent), timeout=60, interval=0.2)
             settled = time.monotonic() - started
