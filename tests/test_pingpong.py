@@ -344,6 +344,7 @@ async def test_send_test_signs_an_api_inbound_message() -> None:
     ]
 
 
+@pytest.mark.database_independent
 async def test_full_loop_hub_to_pingpong_and_back(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -371,12 +372,52 @@ async def test_full_loop_hub_to_pingpong_and_back(
         messages = await post_api_message_and_wait_for_the_agent(
             client, admin, channel_id, channel_secret, inbound
         )
-    assert [(m["sender_type"], m["content"]) for m in reversed(messages)] == [
-        ("CONTACT", "ping 1"),
-        ("AGENT", "pong: ping 1"),
+        assert [(m["sender_type"], m["content"]) for m in reversed(messages)] == [
+            ("CONTACT", "ping 1"),
+            ("AGENT", "pong: ping 1"),
+        ]
+        agent_message = messages[0]
+        assert agent_message["sender_id"] == agent.json()["id"]
+
+        # The `buttons` trick: an inline reply object with two buttons, stored as such; the
+        # contact's tap comes back (on an `api` channel, as the client reports it) and is ponged.
+        say = conversation(client, admin, channel_id, channel_secret)
+        question = (await say("buttons", 2))[-1]
+        tap = {"reply_to": {"id": "pong", "message_id": question["id"]}}
+        answer = (await say("Pong", 3, meta_data=tap))[-1]
+    assert question["content"] == "Ping or pong?"
+    assert question["meta_data"]["buttons"] == [
+        {"id": "ping", "title": "Ping"},
+        {"id": "pong", "title": "Pong"},
     ]
-    agent_message = messages[0]
-    assert agent_message["sender_id"] == agent.json()["id"]
+    assert answer["content"] == "pong: Pong"
+
+
+def conversation(
+    client: httpx2.AsyncClient, admin: Caller, channel_id: str, channel_secret: str
+) -> Any:
+    """`say(text, count)`: alice writes `text`; her chat's AGENT messages, oldest first, once
+    there are `count` of them."""
+
+    async def say(text: str, count: int, **fields: Any) -> list[dict[str, Any]]:
+        inbound = {
+            "contact_id": "alice",
+            "message_id": f"web-{uuid.uuid4().hex}",
+            "content": text,
+            **fields,
+        }
+        messages = await post_api_message_and_wait_for_the_agent(
+            client, admin, channel_id, channel_secret, inbound
+        )
+        with anyio.fail_after(15):
+            while len([m for m in messages if m["sender_type"] == "AGENT"]) < count:
+                await anyio.sleep(0.05)
+                chat_id = messages[0]["chat_id"]
+                page = await client.get(f"/chats/{chat_id}/messages", headers=admin.headers)
+                messages = page.json()["messages"]
+        return [m for m in reversed(messages) if m["sender_type"] == "AGENT"]
+
+    return say
 
 
 # --- `agenthub pingpong --a2a` -------------------------------------------------------------
@@ -436,6 +477,7 @@ def test_pingpong_without_a2a_still_needs_its_secret() -> None:
     assert "--secret" in result.stdout + result.stderr
 
 
+@pytest.mark.database_independent
 async def test_full_loop_hub_to_pingpong_over_a2a(
     client: httpx2.AsyncClient, admin: Caller
 ) -> None:
@@ -462,19 +504,7 @@ async def test_full_loop_hub_to_pingpong_over_a2a(
     assert channel.status_code == 201, channel.text
     channel_id, channel_secret = channel.json()["id"], channel.json()["credentials"]["secret"]
 
-    async def say(text: str, count: int) -> list[dict[str, Any]]:
-        inbound = {"contact_id": "alice", "message_id": f"web-{uuid.uuid4().hex}", "content": text}
-        messages = await post_api_message_and_wait_for_the_agent(
-            client, admin, channel_id, channel_secret, inbound
-        )
-        with anyio.fail_after(15):
-            while len([m for m in messages if m["sender_type"] == "AGENT"]) < count:
-                await anyio.sleep(0.05)
-                chat_id = messages[0]["chat_id"]
-                page = await client.get(f"/chats/{chat_id}/messages", headers=admin.headers)
-                messages = page.json()["messages"]
-        return [m for m in reversed(messages) if m["sender_type"] == "AGENT"]
-
+    say = conversation(client, admin, channel_id, channel_secret)
     with serve_in_thread(create_pingpong_a2a_app(url), sock):
         assert [m["content"] for m in await say("ping 1", 1)] == ["pong: ping 1"]
         assert [m["content"] for m in await say("ask", 2)][-1] == "What is your name?"
