@@ -1,7 +1,7 @@
 """The console in a real browser (headless Chromium through chromedriver) against a real
 `agenthub serve` on loopback: sign in with the form, a contact's message appears in the inbox
 live, over the WebSocket, without a reload; the keyboard shortcuts, the unread count in the
-title and the narrow layout.
+title, the narrow layout and an agent's reply forming as it streams.
 
 One `agenthub serve` and one Chromium serve the whole module (starting them is most of the
 cost); each test sends its own contact's messages and signs in again only when it has to.
@@ -13,9 +13,12 @@ Selenium is given both binaries' paths, so Selenium Manager never downloads anyt
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,11 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from agenthub.migrate import upgrade_database
+from tests.agent_server import FakeAgent, stream
 from tests.fake_platform import FakePlatform, Reply, standard_webhook_headers
 from tests.procs import ServeProcess, hub_env
 
@@ -441,6 +446,110 @@ def test_a_chat_that_starts_to_need_a_human_raises_a_notification(
             # And off again: the choice is the operator's.
             by_testid(browser, "notify-toggle").click()
             assert by_testid(browser, "notify-toggle").get_attribute("aria-pressed") == "false"
+        finally:
+            deactivate(hub, agent.json()["id"])
+
+
+@contextmanager
+def openai_agent() -> Iterator[FakeAgent]:
+    """A loopback OpenAI-compatible server, on an event loop of its own (the test is sync)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    agent = FakeAgent(protocol="openai")
+    try:
+        asyncio.run_coroutine_threadsafe(agent.start(), loop).result(10)
+        yield agent
+    finally:
+        asyncio.run_coroutine_threadsafe(agent.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+PARTIAL = '[data-testid="partial-reply"]'
+AGENT_ITEM = '[data-testid="timeline-item"][data-sender-type="AGENT"]'
+
+
+def test_a_streamed_reply_forms_in_the_timeline(
+    browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome], hub: Hub
+) -> None:
+    """The agent's partial texts (`message_partial`) show as one forming item, replaced in
+    place with no request per event, and give way to the stored AGENT message."""
+    with openai_agent() as llm:
+        settings = {"base_url": llm.url, "api_key": "sk-test", "model": "m"}
+        agent = hub.http.post(
+            "/auth/agents",
+            json={
+                "name": "Stream bot",
+                "transport": "openai",
+                "openai": settings,
+                "buffer_time_seconds": 0,
+                "timeout_seconds": 10,
+            },
+            headers=hub.api(),
+        )
+        assert agent.status_code == 201, agent.text
+        try:
+            llm.script.append(stream("Hello!"))
+            hub.contact_says("visitor-15", "Ines", "Hi")
+            chat_id = hub.chat_named("Ines")
+
+            def replied(_: object) -> bool:
+                deliveries = f"/chats/{chat_id}/deliveries"
+                answer = hub.http.get(deliveries, headers=hub.api()).json()
+                return [d["status"] for d in answer] == ["succeeded"]
+
+            wait.until(replied)  # before the page opens: it shows the reply without an event
+            sign_in(browser, wait, hub)
+            browser.get(f"{hub.url}/console/chats/{chat_id}")
+            live(wait)
+            assert browser.find_elements(By.CSS_SELECTOR, AGENT_ITEM)
+
+            final = "Your parcel left the depot early this morning and arrives tomorrow."
+            chunks = [f"{word} " for word in final.split()]
+            # After the refetches the contact's message causes, ~1.3 s of streaming.
+            llm.script.append(stream(*chunks, pause=0.12, delay=0.6))
+            hub.contact_says("visitor-15", "Ines", "Where is it now?")
+            contact = '[data-testid="timeline-item"][data-sender-type="CONTACT"]'
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, contact)) == 2)
+            # Polled every 50 ms, not 500: the stream lasts about a second.
+            fast = WebDriverWait(browser, 15, 0.05, (StaleElementReferenceException,))
+            forming = fast.until(lambda d: d.find_element(By.CSS_SELECTOR, PARTIAL))
+            first = forming.find_element(By.CSS_SELECTOR, ".content").text
+            assert first and final.startswith(first) and first != final
+            assert forming.get_attribute("data-delivery-id")
+            assert "Agent Stream bot" in forming.text
+            last = "#timeline-items > li:last-child"
+            assert browser.find_element(By.CSS_SELECTOR, last).get_attribute("data-testid") == (
+                "partial-reply"
+            )
+            fetches = "return performance.getEntriesByType('resource').length"
+            before = browser.execute_script(fetches)
+
+            def grown(d: webdriver.Chrome) -> str | None:
+                text = d.find_element(By.CSS_SELECTOR, f"{PARTIAL} .content").text
+                return text if len(text) > len(first) else None
+
+            later = fast.until(grown)
+            assert final.startswith(later) and later.strip() != final
+            assert by_testid(browser, "agent-working").is_displayed()  # still streaming
+            assert len(browser.find_elements(By.CSS_SELECTOR, PARTIAL)) == 1  # updated in place
+            assert browser.execute_script(fetches) == before  # no request per partial event
+            browser.save_screenshot(str(SCREENSHOTS / "agenthub-console-partial.png"))
+            # A timeline refetch meanwhile (another event) wipes the items: the reply is put back.
+            shown = browser.find_element(By.CSS_SELECTOR, PARTIAL)
+            browser.execute_script("htmx.trigger(document.body, 'timeline-refresh')")
+            fast.until(staleness_of(shown))
+            put_back = by_testid(browser, "partial-reply").find_element(By.CSS_SELECTOR, ".content")
+            assert final.startswith(put_back.text)
+
+            wait.until(
+                lambda d: any(
+                    final in item.text for item in d.find_elements(By.CSS_SELECTOR, AGENT_ITEM)
+                )
+            )
+            assert not browser.find_elements(By.CSS_SELECTOR, PARTIAL)
         finally:
             deactivate(hub, agent.json()["id"])
 

@@ -1,8 +1,9 @@
 // The console's live layer: one WebSocket to /ws (the session cookie authenticates it), its
 // events turned into htmx refetches of the inbox list or the open chat, at most one refetch
-// per target every 300 ms however many events arrive. Also: the unread count in the title,
-// opt-in browser notifications for chats that need a human, presence with names, and (in
-// keys.js) the keyboard shortcuts and the canned-responses picker.
+// per target every 300 ms however many events arrive, and the reply an agent is streaming
+// shown as it forms. Also: the unread count in the title, opt-in browser notifications for
+// chats that need a human, presence with names, and (in keys.js) the keyboard shortcuts and
+// the canned-responses picker.
 //
 // Written against the `data-testid` hooks and ids, not the page's structure: the open chat is
 // `body[data-chat-id]`, set by the page or by a `chat-opened` event (an htmx `HX-Trigger`
@@ -202,6 +203,68 @@ function renderPresence() {
     .filter(Boolean).join(" · ");
 }
 
+// --- the reply an agent is streaming ----------------------------------------------------------
+
+// One "forming" item per delivery at the end of the open chat's timeline, its text replaced at
+// each `message_partial` (the whole reply so far): the events carry it, nothing is fetched. A
+// timeline refetch wipes the items, and those still forming are put back. The agent's message
+// ends its item (the refetch it causes shows the message instead), as does `agent_done`.
+const partials = new Map(); // delivery id -> { agentId, text }
+
+function agentLabel(agentId) {
+  const name = document.querySelector(
+    `[data-testid="panel-agent-${CSS.escape(agentId)}"] .agent-name`);
+  return name ? `Agent ${name.textContent.trim()}` : "Agent";
+}
+
+function line(className, text) {
+  const p = document.createElement("p");
+  p.className = className;
+  p.textContent = text;
+  return p;
+}
+
+function showPartials() {
+  for (const el of document.querySelectorAll('[data-testid="partial-reply"]')) {
+    if (!partials.has(el.dataset.deliveryId)) el.remove();
+  }
+  const items = document.getElementById("timeline-items");
+  const timeline = document.getElementById("timeline");
+  if (!items || !timeline || !partials.size) return;
+  const atBottom = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 40;
+  for (const [id, { agentId, text }] of partials) {
+    let el = items.querySelector(`.partial[data-delivery-id="${CSS.escape(id)}"]`);
+    if (!el) {
+      el = document.createElement("li");
+      el.className = "item message from-agent partial";
+      el.dataset.testid = "partial-reply";
+      el.dataset.deliveryId = id;
+      el.setAttribute("aria-busy", "true");
+      const bubble = document.createElement("div");
+      bubble.className = "bubble";
+      bubble.append(line("sender", agentLabel(agentId)), line("content", ""),
+        line("foot", "writing… · not sent yet"));
+      el.append(bubble);
+    }
+    el.querySelector(".content").textContent = text;  // the agent's text: never markup
+    if (el !== items.lastElementChild) items.append(el);
+  }
+  if (atBottom) scrollTimeline();
+}
+
+function onPartialEvent(event) {
+  if (event.type === "message_partial" && typeof event.text === "string") {
+    partials.set(event.delivery_id, { agentId: event.agent_id, text: event.text });
+    showPartials();
+  } else if (event.type === "new_message" && event.sender_type === "AGENT") {
+    // Left in the page until the timeline refetch puts the message in its place.
+    const sender = event.message && event.message.sender_id;
+    for (const [id, partial] of partials) if (partial.agentId === sender) partials.delete(id);
+  } else if (event.type === "agent_done" && partials.delete(event.delivery_id)) {
+    showPartials();  // no message came (a handoff, a failure, a retry to come): gone at once
+  }
+}
+
 // --- events -----------------------------------------------------------------------------------
 
 const CHAT_EVENTS = new Set(["new_message", "message_status", "note_created", "chat_updated"]);
@@ -228,6 +291,7 @@ function onEvent(event) {
     refresh("composer-refresh");
   }
   if (event.type === "new_message" && event.sender_type === "CONTACT") markRead();
+  onPartialEvent(event);
   if (event.type === "agent_working" || event.type === "agent_done") {
     working = Math.max(0, working + (event.type === "agent_working" ? 1 : -1));
     showWorking();
@@ -246,6 +310,7 @@ let everOpen = false;
 // After a reconnect: whatever was missed (the hub may have restarted, and its event history
 // with it) is fetched again rather than replayed.
 function catchUp() {
+  partials.clear();  // a stream still going shows again with its next event
   for (const name of ["inbox-refresh", "timeline-refresh", "header-refresh", "composer-refresh",
     "panel-refresh"]) refresh(name);
 }
@@ -309,6 +374,8 @@ function opened(chatId) {
   const shown = document.getElementById("agent-working");
   working = shown && !shown.hidden ? 1 : 0;
   lastPresence = null;
+  partials.clear();
+  showPartials();
   showWorking();
   renderPresence();
   startViewing();
@@ -323,6 +390,7 @@ function syncOpenChat() {
     delete body.dataset.chatId;
     clearInterval(viewingTimer);
     lastPresence = null;
+    partials.clear();
   }
 }
 export function closeChat() {
@@ -399,8 +467,10 @@ function composerMode() {
   input.placeholder = agent ? "Private note (an agent is handling this chat)"
     : "Reply to the contact (Enter sends, Shift+Enter: new line)";
 }
-body.addEventListener("htmx:afterSettle", () => {
+body.addEventListener("htmx:afterSettle", (settle) => {
   syncOpenChat(); applyTitle(); renderPresence(); composerMode();
+  const target = settle.detail.target;
+  if (target && ["timeline", "timeline-items", "chat-pane"].includes(target.id)) showPartials();
 });
 // The tabs count the chats of the channel chosen in the filter.
 document.addEventListener("change", (change) => {
