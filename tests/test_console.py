@@ -173,6 +173,20 @@ async def test_the_inbox_lists_chats_with_their_hooks(
     assert not hooks(mine, "inbox-count-all")  # nor does the list's refetch count
 
 
+async def test_the_page_names_the_newest_event_its_socket_starts_from(
+    client: httpx2.AsyncClient, admin: Caller, channel: dict[str, Any], hub: Hub
+) -> None:
+    """So that events between the page's reads and its WebSocket opening are replayed to it
+    (console.js connects with `?last_event_id=` from the page), not lost."""
+    chat_id = await contact_says(client, channel, "Hello")
+    _, newest = await hub.events.since(None)
+    assert newest > 0  # the contact's message raised events
+    for path in ("/console", f"/console/chats/{chat_id}"):
+        body = parse(await client.get(path, headers=cookie(admin))).css_first("body")
+        assert body is not None
+        assert body.attributes["data-last-event-id"] == str(newest), path
+
+
 async def test_a_member_sees_only_granted_channels(
     client: httpx2.AsyncClient, admin: Caller, make_user: Any, channel: dict[str, Any]
 ) -> None:

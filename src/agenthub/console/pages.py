@@ -36,6 +36,7 @@ from agenthub.console.web import (
 from agenthub.delivery.events import access_changed, publish_after_commit
 from agenthub.deps import CurrentPrincipal, HubDep, Principal, SessionDep
 from agenthub.errors import DomainError, Unauthorized
+from agenthub.hub import Hub
 from agenthub.models import Chat
 from agenthub.operators import inbox
 from agenthub.sessions import clear_session_cookie, ensure_sign_in_origin, set_session_cookie
@@ -119,10 +120,11 @@ async def inbox_page(
     q: str | None = QParam,
     channel_id: str | None = ChannelParam,
 ) -> Response:
+    newest = await newest_event_id(hub)
     principal = await signed_in(request, hub, session)
     if principal is None:
         return to_login()
-    return await _console_page(session, principal, None, view, q, channel_id)
+    return await _console_page(session, principal, None, view, q, channel_id, newest)
 
 
 async def _console_page(
@@ -132,6 +134,7 @@ async def _console_page(
     view: inbox.InboxView,
     q: str | None,
     channel_id: str | None,
+    last_event_id: int,
 ) -> Response:
     """The three panes: the inbox list, the open chat (or "Pick a chat"), its side panel."""
     context = await views.inbox_context(
@@ -143,6 +146,7 @@ async def _console_page(
     return render(
         "inbox.html",
         page="chat" if chat is not None else "inbox",
+        last_event_id=last_event_id,
         user=principal.user,
         channels=await readable_channels(session, principal),
         **context,
@@ -176,11 +180,20 @@ async def chat_page(
     channel_id: str | None = ChannelParam,
 ) -> Response:
     """The console with this chat open (a reload, or a shared link)."""
+    newest = await newest_event_id(hub)
     principal = await signed_in(request, hub, session)
     if principal is None:
         return to_login()
     chat = await get_readable_chat(session, principal, chat_id)
-    return await _console_page(session, principal, chat, view, q, channel_id)
+    return await _console_page(session, principal, chat, view, q, channel_id, newest)
+
+
+async def newest_event_id(hub: Hub) -> int:
+    """The newest live event now, taken before the page reads anything: its WebSocket starts
+    from there (`data-last-event-id`), so what happens between the page's reads and the
+    socket opening is replayed to it, not lost."""
+    _, newest = await hub.events.since(None)
+    return newest
 
 
 @router.get("/console/fragments/chats/{chat_id}")

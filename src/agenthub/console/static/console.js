@@ -303,7 +303,9 @@ function onEvent(event) {
 }
 
 let socket = null;
-let lastEventId = null;
+// The page's own starting point: events after it are replayed on the first connection too.
+let lastEventId = /^\d+$/.test(document.body.dataset.lastEventId || "")
+  ? Number(document.body.dataset.lastEventId) : null;
 let delay = 500;
 let everOpen = false;
 
