@@ -11,6 +11,9 @@ Actions come from `agent.script` (a queue, first in first out), else from `agent
 else `agent.default` (200 with an empty JSON object). Every response carries `Connection: close`,
 so each delivery attempt is one connection and a dropped one never poisons a pooled connection.
 
+With `protocol="a2a"` it is an A2A agent without a card (the URL is its JSON-RPC endpoint):
+a 2xx action answers `SendMessage` with an agent message of the reply's texts (`handoff` in
+its metadata), and the card requests get a 404 that is not recorded.
 With `protocol="openai"` it is an OpenAI-compatible server instead (`POST /chat/completions`,
 `/responses`): the same actions, a 2xx answer streamed as server-sent events (a reply's texts
 as chunks, `handoff` as a `handoff_to_human` tool call); `stream(...)` scripts the chunks
@@ -154,7 +157,10 @@ Handler = Callable[[Request], Action | Awaitable[Action]]
 
 class FakeAgent:
     def __init__(
-        self, handler: Handler | None = None, *, protocol: Literal["webhook", "openai"] = "webhook"
+        self,
+        handler: Handler | None = None,
+        *,
+        protocol: Literal["webhook", "openai", "a2a"] = "webhook",
     ) -> None:
         self.protocol = protocol
         self.handler = handler
@@ -237,6 +243,12 @@ class FakeAgent:
     async def _handle(
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self.protocol == "a2a" and request.method == "GET":  # the card: there is none
+            writer.write(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            await writer.drain()
+            return
         self.requests.append(request)
         key = (request.chat_id, request.agent_id)
         tracked = key[0] is not None and key[1] is not None
@@ -256,7 +268,10 @@ class FakeAgent:
             if self.protocol == "openai" and 200 <= action.status < 300:
                 await _stream_openai(request, action, writer)
                 return
-            payload = json.dumps(action.body).encode()
+            body = action.body
+            if self.protocol == "a2a" and 200 <= action.status < 300:
+                body = _a2a_result(request, action)
+            payload = json.dumps(body).encode()
             reason = HTTPStatus(action.status).phrase if action.status in _KNOWN else "Status"
             head = [
                 f"HTTP/1.1 {action.status} {reason}",
@@ -320,6 +335,24 @@ async def _stream_openai(request: Request, action: Action, writer: asyncio.Strea
         if action.pause:
             await asyncio.sleep(action.pause)
     request.answered = action.status
+
+
+def _a2a_result(request: Request, action: Action) -> dict[str, Any]:
+    """A 2xx action as the JSON-RPC answer to `SendMessage`: one agent message."""
+    body = action.body if isinstance(action.body, dict) else {}
+    texts = [body["reply"]] if isinstance(body.get("reply"), str) else []
+    texts += [r for r in body.get("replies") or [] if isinstance(r, str)]
+    metadata: dict[str, Any] = {}
+    if body.get("handoff") is True:
+        metadata = {"handoff": True, "handoff_reason": body.get("handoff_reason") or "asked"}
+    message = {
+        "messageId": f"reply-{request.delivery_id}",
+        "role": "ROLE_AGENT",
+        "parts": [{"text": text} for text in texts],
+        "metadata": metadata,
+    }
+    rpc_id = request.json.get("id") if isinstance(request.json, dict) else None
+    return {"jsonrpc": "2.0", "id": rpc_id, "result": {"message": message}}
 
 
 def _text_event(chunk: str, responses: bool) -> str:

@@ -154,6 +154,8 @@ def transport_fields(agent: FakeAgent) -> dict[str, Any]:
     if agent.protocol == "openai":
         settings = {"base_url": agent.url, "api_key": "sk-test-key", "model": "test-model"}
         return {"transport": "openai", "openai": settings}
+    if agent.protocol == "a2a":
+        return {"transport": "a2a", "a2a": {"url": agent.url}}
     return {"webhook_url": agent.url}
 
 
@@ -392,9 +394,10 @@ async def test_each_fault_is_retried_with_the_same_webhook_id_until_it_succeeds(
     assert (await world.chat(chat_id))["needs_human"] is False
 
 
-@pytest.fixture(params=["webhook", "openai"])
+@pytest.fixture(params=["webhook", "openai", "a2a"])
 async def any_agent(request: pytest.FixtureRequest) -> AsyncIterator[FakeAgent]:
-    """A loopback agent on each transport the fake speaks (A2A: tests/test_a2a_transport.py)."""
+    """A loopback agent on each transport (the A2A transport's own protocol details, against
+    the a2a-sdk's server: tests/test_a2a_transport.py)."""
     async with FakeAgent(protocol=request.param) as server:
         yield server
 

@@ -13,8 +13,8 @@ restarts the hub (as a supervisor would) and checks, counting every contact mess
 
 and that every agent reply — including those produced after the restart — is stored once.
 Runs on a SQLite file and on a scratch PostgreSQL database with a webhook agent, and on SQLite
-with an `openai` agent (the same agent answering as an OpenAI-compatible streaming server: the
-engine is the same for every transport; the A2A one is in tests/test_a2a_transport.py).
+with an `openai` and an `a2a` agent (the same agent answering as an OpenAI-compatible streaming
+server, or as an A2A agent without a card: the engine is the same for every transport).
 """
 
 from __future__ import annotations
@@ -165,6 +165,11 @@ class Agent:
         return 200, {"reply": receipt.reply}
 
     def _receipt(self, headers: dict[str, str], body: bytes) -> Receipt:
+        if self.protocol == "a2a":
+            # The new messages are the message's text parts, each naming its message.
+            parts = json.loads(body)["params"]["message"]["parts"]
+            contents = {p["metadata"]["message_id"]: p["text"] for p in parts}
+            return Receipt(headers["agenthub-delivery-id"], list(contents), contents)
         if self.protocol == "openai":
             # The new messages are the newest contact messages, at the end of the roles.
             new_ids = headers["agenthub-message-ids"].split(",")
@@ -180,6 +185,14 @@ class Agent:
 
     def encode(self, answer: dict[str, Any]) -> tuple[str, bytes]:
         """The answer's content type and body: JSON, or an OpenAI-compatible event stream."""
+        if self.protocol == "a2a":
+            message = {
+                "messageId": "r1",
+                "role": "ROLE_AGENT",
+                "parts": [{"text": answer["reply"]}],
+            }
+            rpc = {"jsonrpc": "2.0", "id": "1", "result": {"message": message}}
+            return "application/json", json.dumps(rpc).encode()
         if self.protocol != "openai":
             return "application/json", json.dumps(answer).encode()
         chunk = {"choices": [{"index": 0, "delta": {"content": answer["reply"]}}]}
@@ -191,6 +204,11 @@ class Agent:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # an A2A agent's card: this one has none
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -225,8 +243,13 @@ class Agent:
 
 
 @pytest.fixture(
-    params=[("sqlite", "webhook"), ("postgresql", "webhook"), ("sqlite", "openai")],
-    ids=["sqlite", "postgresql", "sqlite-openai"],
+    params=[
+        ("sqlite", "webhook"),
+        ("postgresql", "webhook"),
+        ("sqlite", "openai"),
+        ("sqlite", "a2a"),
+    ],
+    ids=["sqlite", "postgresql", "sqlite-openai", "sqlite-a2a"],
 )
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(database URL, agent transport)."""
@@ -290,6 +313,8 @@ def _run_scenario(http: httpx2.Client, hub: HubProcess, agent: Agent, agent_url:
     if agent.protocol == "openai":
         settings = {"base_url": agent_url, "api_key": "sk-crash", "model": "m"}
         reached = {"transport": "openai", "openai": settings}
+    elif agent.protocol == "a2a":
+        reached = {"transport": "a2a", "a2a": {"url": agent_url}}
     created = http.post(
         f"{hub.url}/auth/agents",
         headers=auth,

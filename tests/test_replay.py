@@ -602,6 +602,9 @@ class FlakyAgent:
     def statuses(self, webhook_id: str) -> list[int]:
         return [status for seen_id, status in self.seen if seen_id == webhook_id]
 
+    protocol = "webhook"  # answered as tests/test_crash_recovery.py's agent answers
+    encode = CrashAgent.encode
+
 
 @pytest.mark.multiprocess
 async def test_kill_9_during_a_recovered_delivery_loses_and_duplicates_nothing(

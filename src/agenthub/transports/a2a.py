@@ -27,7 +27,6 @@ SDK's client: docs/decisions.md.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import json
 import time
@@ -71,7 +70,15 @@ from agenthub.delivery.webhook_call import (
 from agenthub.hub import Hub
 from agenthub.netguard import RefusedAddress, UnresolvableHost, destination
 from agenthub.transports import a2a_push
-from agenthub.transports.base import AgentCall, Partial, TransportEvent, answer, within
+from agenthub.transports.base import (
+    AgentCall,
+    Partial,
+    TransportEvent,
+    answer,
+    hub_headers,
+    within,
+)
+from agenthub.transports.capped import CappedBody, TooLarge
 
 A2A_VERSION = "1.0"
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
@@ -496,6 +503,7 @@ class _Session:
     ) -> AsyncIterator[TransportEvent]:
         headers = {
             **self.headers,
+            **hub_headers(self.call),  # the same ids as the message's, for logs and proxies
             "content-type": "application/json",
             "accept": "text/event-stream" if stream else "application/json",
         }
@@ -504,7 +512,7 @@ class _Session:
         if isinstance(opened, Outcome):
             raise _Failed(opened)
         self.address = opened.address
-        body = _CappedBody(opened.response, self.hub.settings.agent_max_response_bytes)
+        body = CappedBody(opened.response, self.hub.settings.agent_max_response_bytes)
         try:
             code = opened.response.status_code
             self.status_code = code
@@ -535,7 +543,7 @@ class _Session:
                 if (partial := self._partial()) is not None and not self.reply.done:
                     yield partial
             self.excerpt = body.excerpt()
-        except _TooLarge as exc:
+        except TooLarge as exc:
             raise _Failed(too_large(opened, body.limit, body.start)) from exc
         except (SSEError, ValueError, ProtobufError) as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -653,37 +661,6 @@ def card_from(data: dict[str, Any], card_url: str) -> Card | None:
         if str(transport).upper() == "JSONRPC" and isinstance(url, str) and url:
             return Card(urljoin(card_url, url), streaming, push)
     return None
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _CappedBody:
-    """The response as httpx-sse reads it (`headers`, `aiter_text`), cut off past `limit`."""
-
-    def __init__(self, response: httpx2.Response, limit: int) -> None:
-        self.response = response
-        self.headers = response.headers
-        self.limit = limit
-        self.size = 0
-        self.start = b""
-
-    async def aiter_text(self) -> AsyncIterator[str]:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        async for chunk in self.response.aiter_bytes():
-            self.size += len(chunk)
-            if len(self.start) < 4096:
-                self.start += chunk[: 4096 - len(self.start)]
-            if self.size > self.limit:
-                raise _TooLarge
-            yield decoder.decode(chunk)
-
-    async def read(self) -> str:
-        return "".join([text async for text in self.aiter_text()])
-
-    def excerpt(self) -> str | None:
-        return excerpt_of(self.start)
 
 
 def _forget_cards() -> None:

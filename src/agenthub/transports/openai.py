@@ -14,7 +14,6 @@ cap as webhooks) with httpx-sse's decoder, not the `openai` package: docs/decisi
 
 from __future__ import annotations
 
-import codecs
 import json
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -41,6 +40,7 @@ from agenthub.transports.base import (
     hub_headers,
     within,
 )
+from agenthub.transports.capped import CappedBody, TooLarge
 
 HANDOFF_TOOL = "handoff_to_human"
 HANDOFF_DESCRIPTION = (
@@ -126,7 +126,7 @@ async def _read(hub: Hub, opened: Opened, dialect: _Dialect) -> AsyncIterator[Tr
         )
         return
     limit = hub.settings.agent_max_response_bytes
-    capped = _CappedBody(response, limit)
+    capped = CappedBody(response, limit)
     try:
         if "json" in response.headers.get("content-type", ""):
             # A server that ignored `stream: true`: the whole answer at once.
@@ -137,7 +137,7 @@ async def _read(hub: Hub, opened: Opened, dialect: _Dialect) -> AsyncIterator[Tr
                     yield Partial(dialect.text)
                 if dialect.finished:
                     break
-    except _TooLarge:
+    except TooLarge:
         yield too_large(opened, limit, capped.start)
         return
     except (SSEError, ValueError, _StreamFailed) as exc:
@@ -160,39 +160,8 @@ async def _read(hub: Hub, opened: Opened, dialect: _Dialect) -> AsyncIterator[Tr
     )
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class _StreamFailed(Exception):
     pass
-
-
-class _CappedBody:
-    """The response as httpx-sse reads it (`headers`, `aiter_text`), cut off past `limit`."""
-
-    def __init__(self, response: httpx2.Response, limit: int) -> None:
-        self.response = response
-        self.headers = response.headers
-        self.limit = limit
-        self.size = 0
-        self.start = b""
-
-    async def aiter_text(self) -> AsyncIterator[str]:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        async for chunk in self.response.aiter_bytes():
-            self.size += len(chunk)
-            if len(self.start) < 4096:
-                self.start += chunk[: 4096 - len(self.start)]
-            if self.size > self.limit:
-                raise _TooLarge
-            yield decoder.decode(chunk)
-
-    async def read(self) -> str:
-        return "".join([text async for text in self.aiter_text()])
-
-    def excerpt(self) -> str | None:
-        return excerpt_of(self.start)
 
 
 class _Dialect:
