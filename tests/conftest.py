@@ -183,7 +183,8 @@ def app_for(settings: Settings) -> FastAPI:
 @pytest.fixture
 async def app_and_hub(settings: Settings) -> AsyncIterator[tuple[object, Hub]]:
     app = app_for(settings)
-    async with LifespanManager(app) as manager:
+    # asgi-lifespan's default 5 s for startup failed a CI run once on a loaded machine.
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
         hub: Hub = app.state.hub
         try:
             yield manager.app, hub

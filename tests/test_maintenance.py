@@ -40,6 +40,13 @@ def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def stored_secrets(url: str) -> tuple[list[str], list[str]]:
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
         agents = [row[0] for row in db.execute("SELECT webhook_secret_encrypted FROM agents")]
+        agents += [
+            row[0]
+            for row in db.execute(
+                "SELECT transport_secret_encrypted FROM agents"
+                " WHERE transport_secret_encrypted IS NOT NULL"
+            )
+        ]
         channels = [row[0] for row in db.execute("SELECT credentials_encrypted FROM channels")]
     return agents, channels
 
@@ -48,7 +55,14 @@ async def seed(url: str, key: str) -> None:
     hub = Hub.from_settings(Settings(database_url=url, secret_key=key, _env_file=None))
     try:
         await make_agent(hub, name="one")
-        await make_agent(hub, name="two")
+        # An agent on another transport: its API key is a stored secret too.
+        await make_agent(
+            hub,
+            name="two",
+            transport="openai",
+            transport_settings={"base_url": "http://127.0.0.1:9/v1", "model": "m"},
+            transport_secret_encrypted=hub.secrets.encrypt("sk-rotate-me"),
+        )
         await make_channel(hub)
     finally:
         await hub.close()
@@ -63,6 +77,7 @@ def test_rotate_secrets_re_encrypts_everything_with_the_first_key(
     result = CliRunner().invoke(app, ["rotate-secrets"])
     assert result.exit_code == 0, result.output
     assert "2 agent webhook secrets" in result.output and "1 channels" in result.output
+    assert "1 agent transport secrets" in result.output
     agents, channels = stored_secrets(database)
     new_only = SecretBox(NEW_KEY)
     old_box = SecretBox(OLD_KEY)

@@ -27,7 +27,12 @@ async def rotate_secrets(settings: Settings) -> dict[str, int]:
     of the list decrypts the old value), in one transaction. Returns counts by kind."""
     box = SecretBox(settings.resolved_secret_key())
     db = Database(settings.database_url, pool_size=1)
-    counts = {"agent webhook secrets": 0, "previous agent webhook secrets": 0, "channels": 0}
+    counts = {
+        "agent webhook secrets": 0,
+        "previous agent webhook secrets": 0,
+        "agent transport secrets": 0,
+        "channels": 0,
+    }
     try:
         async with db.transaction() as session:
             for agent in await session.scalars(select(Agent).with_for_update()):
@@ -37,6 +42,9 @@ async def rotate_secrets(settings: Settings) -> dict[str, int]:
                     previous = agent.previous_webhook_secret_encrypted
                     agent.previous_webhook_secret_encrypted = box.rotate(previous)
                     counts["previous agent webhook secrets"] += 1
+                if agent.transport_secret_encrypted:  # an A2A token, an OpenAI API key
+                    agent.transport_secret_encrypted = box.rotate(agent.transport_secret_encrypted)
+                    counts["agent transport secrets"] += 1
             for channel in await session.scalars(select(Channel).with_for_update()):
                 channel.credentials_encrypted = box.rotate(channel.credentials_encrypted)
                 counts["channels"] += 1
