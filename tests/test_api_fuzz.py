@@ -52,9 +52,9 @@ from tests.conftest import TEST_SECRET_KEY, _empty_tables, app_for
 from tests.factories import make_agent, make_channel, make_chat
 from tests.hypothesis_budget import examples
 
-POSITIVE_EXAMPLES = examples(6)
+POSITIVE_EXAMPLES = examples(5)
 # On PostgreSQL, where only the valid input's round runs: fewer, the same kinds of input.
-POSTGRES_POSITIVE_EXAMPLES = examples(4)
+POSTGRES_POSITIVE_EXAMPLES = examples(3)
 NEGATIVE_EXAMPLES = examples(4)
 ANONYMOUS_EXAMPLES = examples(2)
 
