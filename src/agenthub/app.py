@@ -24,10 +24,10 @@ from agenthub.settings import Settings, get_settings
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     from agenthub import metrics, tracing
-    from agenthub.mcp_server import MCPEndpoint
+    from agenthub.mcp_route import LazyMCPEndpoint
 
     settings = settings or get_settings()
-    mcp = MCPEndpoint()
+    mcp = LazyMCPEndpoint()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await start_runtime(hub)
         hub.settle_memory()
         try:
-            async with mcp.run():
+            async with mcp.lifespan():
                 yield
         finally:
             await hub.close()

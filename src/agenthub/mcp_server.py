@@ -43,7 +43,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from agenthub import __version__
@@ -343,7 +342,8 @@ def build_server() -> MCPServer:
 
 
 class MCPEndpoint:
-    """The ASGI app at `/mcp`: authenticates the agent, then lets the SDK answer.
+    """The ASGI app at `/mcp` (mounted by `mcp_route.py` on first use): authenticates the
+    agent, then lets the SDK answer.
 
     `run()` belongs in the app's lifespan: it starts a fresh SDK session manager each time
     (a manager runs only once, and one app object may run its lifespan many times)."""
@@ -351,13 +351,6 @@ class MCPEndpoint:
     def __init__(self) -> None:
         self.server = build_server()
         self._manager: StreamableHTTPSessionManager | None = None
-
-    @property
-    def route(self) -> Route:
-        """`POST /mcp` for the app's router. Other methods get 405, as the transport lets a
-        server answer: no GET stream (stateless, JSON answers: nothing would ever come down
-        it, and it would hold a connection open), no session to DELETE."""
-        return Route(PATH, self, methods=["POST"], include_in_schema=False)
 
     @asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
