@@ -125,6 +125,11 @@ async def test_a_delivery_in_flight_at_takeover_finishes_and_its_reply_is_sent(
         return reply("sorry for the wait")
 
     agent.handler = slow
+    # Room for the takeover to be made while the attempt waits (0.5 s failed it once in CI).
+    patched = await world.client.patch(
+        f"/auth/agents/{world.agent_id}", json={"timeout_seconds": 10}, headers=world.admin.headers
+    )
+    assert patched.status_code == 200, patched.text
     await world.send("hello")
     await eventually(lambda: agent.requests or None)
     chat_id = await world.chat_id()

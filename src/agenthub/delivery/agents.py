@@ -487,7 +487,11 @@ async def record_outcome(
         },
     )
     if kind == "succeeded":
-        if outcome.sets_continuation:
+        await apply_agent_reply(session, hub, row.chat_id, row.agent_id, outcome.body)
+        # After the reply (which locks the chat): the link comes after its chat in the order
+        # every writer locks them, the inbound path included; the other way round deadlocked.
+        kept = claim.target.continuation if claim.target is not None else None
+        if outcome.sets_continuation and (claim.target is None or outcome.continuation != kept):
             await session.execute(
                 _SET_CONTINUATION,
                 {
@@ -496,7 +500,6 @@ async def record_outcome(
                     "b_continuation": outcome.continuation,
                 },
             )
-        await apply_agent_reply(session, hub, row.chat_id, row.agent_id, outcome.body)
         metrics.contact_to_agent(first_message_at, now)
     elif kind == "failed":
         await _give_up(session, hub, claim.delivery_id, row.chat_id)
