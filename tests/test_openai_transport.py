@@ -360,3 +360,20 @@ async def test_a_test_delivery_runs_the_sample_conversation_through_the_transpor
     ).json()
     assert probe["ok"] is False and probe["status_code"] == 401
     assert "bad key" in probe["response_excerpt"]
+
+
+@pytest.mark.database_independent
+async def test_a_stream_over_the_response_limit_fails_at_once_as_too_large(
+    llm: FakeAgent, client: httpx2.AsyncClient, admin: Caller, hub: Hub
+) -> None:
+    world = await make_world(client, admin, llm, timeout_seconds=10)
+    limit = hub.settings.agent_max_response_bytes
+    llm.script.append(stream("x" * (limit // 2), "y" * (limit // 2), "z"))
+    await world.send("write a novel")
+    chat_id, [delivery] = await settled(world)
+    assert delivery["status"] == "failed"
+    [attempt] = delivery["attempts"]  # not retried
+    assert attempt["error_kind"] == "too_large" and attempt["status_code"] == 200
+    assert len(attempt["response_excerpt"]) == 4096
+    assert await world.agent_texts(chat_id) == []
+    assert (await world.chat(chat_id))["needs_human"] is True

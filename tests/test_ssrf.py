@@ -3,6 +3,9 @@ public."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import httpx2
 import pytest
 
@@ -76,3 +79,41 @@ async def test_channel_urls_at_internal_addresses_are_refused(
     assert patched.status_code == 400, patched.text
     stored = await client.get(f"/channels/{channel.json()['id']}", headers=admin.headers)
     assert stored.json()["config"] == {key: "https://93.184.215.14"}
+
+
+@pytest.mark.ssrf_guard
+@pytest.mark.database_independent
+@pytest.mark.parametrize(
+    "transport",
+    [
+        {"webhook_url": "{url}/hook"},
+        {"transport": "a2a", "a2a": {"url": "{url}/"}},
+        {"transport": "openai", "openai": {"base_url": "{url}/v1", "api_key": "k", "model": "m"}},
+    ],
+    ids=["webhook", "a2a", "openai"],
+)
+async def test_agent_urls_of_every_transport_at_internal_addresses_are_refused(
+    client: httpx2.AsyncClient, admin: Caller, transport: dict[str, Any]
+) -> None:
+    """The URL an agent is called at, whatever its transport, goes through the guard when it is
+    saved (and again, resolved, at every call: tests/test_attempt_log.py)."""
+
+    def at(url: str) -> dict[str, Any]:
+        return json.loads(json.dumps(transport).replace("{url}", url))
+
+    for url in ("http://127.0.0.1:8001", "http://[::1]", "http://169.254.169.254"):
+        created = await client.post(
+            "/auth/agents", json={"name": "bot", **at(url)}, headers=admin.headers
+        )
+        assert created.status_code == 400, (url, created.text)
+        assert "private, loopback or link-local" in created.json()["detail"]
+    agent = await client.post(
+        "/auth/agents", json={"name": "bot", **at("https://93.184.215.14")}, headers=admin.headers
+    )
+    assert agent.status_code == 201, agent.text
+    patched = await client.patch(
+        f"/auth/agents/{agent.json()['id']}",
+        json=at("http://127.0.0.1:8001"),
+        headers=admin.headers,
+    )
+    assert patched.status_code == 400, patched.text
