@@ -481,7 +481,7 @@ async def test_a_worker_killed_mid_delivery_and_a_redis_restart_lose_and_duplica
     flight on it (their leases, renewed while it lived, run out within 3 s of the kill, not
     after the timeout; then another worker retries them under the same id); Redis SIGKILLed and
     restarted empty while messages keep arriving."""
-    chats = 20
+    chats = 12
     async with (
         asyncio.timeout(120),
         Agent(work_seconds=0.5) as agent,
