@@ -107,18 +107,38 @@ class Opened:
             return self.failed("timeout", f"timeout after {timeout:g}s")
         return self.failed("protocol", f"{type(exc).__name__}: {exc}")
 
+    def answered(self, data: bytes) -> Outcome:
+        """The outcome of the whole answer `data`: a 2xx with its JSON as `body`, any other
+        status an `http_status` failure (429 and 5xx retried)."""
+        code = self.response.status_code
+        outcome = Outcome(
+            code,
+            ms_since(self.started),
+            retry_after=self.response.headers.get("retry-after"),
+            excerpt=excerpt_of(data),
+            remote_address=self.address,
+        )
+        if 200 <= code < 300:
+            outcome.body = _json(data)
+        else:
+            outcome.error = f"HTTP {code}: {data[:200].decode('utf-8', 'replace')}"
+            outcome.error_kind = "http_status"
+        return outcome
+
 
 async def open_request(
     hub: Hub,
     url: str,
-    content: bytes,
+    content: bytes | None,
     headers: dict[str, str],
     timeout_seconds: float,
     *,
+    method: str = "POST",
     allow_private: bool | None = None,
 ) -> Opened | Outcome:
-    """POST `content` to `url`, resolved and checked first, connected to the checked address,
-    no redirects; the answer's head, or the failure. The caller reads the body and closes."""
+    """POST `content` to `url` (or another `method`), resolved and checked first, connected to
+    the checked address, no redirects; the answer's head, or the failure. The caller reads the
+    body and closes."""
     timeout = timeout_seconds
     started = time.perf_counter()
 
@@ -134,7 +154,7 @@ async def open_request(
     except UnresolvableHost as exc:
         return failed("dns", str(exc.detail))
     request = hub.http.build_request(
-        "POST",
+        method,
         target.url,
         content=content,
         headers={**headers, **target.headers},
@@ -188,27 +208,7 @@ def too_large(opened: Opened, limit: int, start: bytes) -> Outcome:
 
 async def _read(hub: Hub, opened: Opened) -> Outcome:
     data = await read_capped(hub, opened)
-    if isinstance(data, Outcome):
-        return data
-    response = opened.response
-    code = response.status_code
-    outcome = Outcome(
-        code,
-        ms_since(opened.started),
-        retry_after=response.headers.get("retry-after"),
-        excerpt=excerpt_of(data),
-        remote_address=opened.address,
-    )
-    if 200 <= code < 300:
-        outcome.body = _json(data)
-    else:
-        outcome.error = http_status_error(code, data)
-        outcome.error_kind = "http_status"
-    return outcome
-
-
-def http_status_error(code: int, data: bytes) -> str:
-    return f"HTTP {code}: {data[:200].decode('utf-8', 'replace')}"
+    return data if isinstance(data, Outcome) else opened.answered(data)
 
 
 def _kind_of(exc: BaseException) -> str:

@@ -61,14 +61,12 @@ from httpx_sse import EventSource, SSEError
 
 from agenthub.delivery.webhook_call import (
     Outcome,
-    excerpt_of,
-    http_status_error,
     ms_since,
     open_request,
+    read_capped,
     too_large,
 )
 from agenthub.hub import Hub
-from agenthub.netguard import RefusedAddress, UnresolvableHost, destination
 from agenthub.transports import a2a_push
 from agenthub.transports.base import (
     AgentCall,
@@ -425,41 +423,24 @@ class _Session:
     async def _get_json(self, url: str) -> Any:
         """The JSON at `url` (GET, through the address check); None when it could not be
         read (not there, not reachable); `False` when it answered but with no JSON."""
-        allow_private = self.hub.settings.private_agent_urls_allowed
-        try:
-            target = await destination(url, allow_private=allow_private)
-        except RefusedAddress as exc:
-            raise _Failed(self._failed("refused_address", str(exc.detail))) from exc
-        except UnresolvableHost as exc:
-            raise _Failed(self._failed("dns", str(exc.detail))) from exc
         timeout = max(0.1, min(CARD_TIMEOUT, self.deadline - time.perf_counter()))
-        request = self.hub.http.build_request(
-            "GET",
-            target.url,
-            headers={**self.headers, "accept": "application/json", **target.headers},
-            timeout=timeout,
-            extensions=target.extensions,
-        )
-        try:
-            response = await self.hub.http.send(request, stream=True, follow_redirects=False)
-        except (httpx2.HTTPError, OSError):
+        headers = {**self.headers, "accept": "application/json"}
+        opened = await open_request(self.hub, url, None, headers, timeout, method="GET")
+        if isinstance(opened, Outcome):
+            if opened.error_kind in ("refused_address", "dns"):
+                raise _Failed(self._failed(opened.error_kind, opened.error or ""))
             return None
         try:
-            if response.status_code != 200:
-                return False if response.status_code in (404, 410) else None
-            limit = self.hub.settings.agent_max_response_bytes
-            content = bytearray()
-            async for chunk in response.aiter_bytes():
-                content.extend(chunk)
-                if len(content) > limit:
-                    return False
-            return json.loads(content)
+            if opened.response.status_code != 200:
+                return False if opened.response.status_code in (404, 410) else None
+            data = await read_capped(self.hub, opened)
+            return False if isinstance(data, Outcome) else json.loads(data)
         except (httpx2.HTTPError, OSError):
             return None
         except ValueError:
             return False
         finally:
-            await response.aclose()
+            await opened.response.aclose()
 
     # --- the calls
 
@@ -517,18 +498,8 @@ class _Session:
             code = opened.response.status_code
             self.status_code = code
             if not 200 <= code < 300:
-                data = (await body.read()).encode()
-                raise _Failed(
-                    Outcome(
-                        code,
-                        ms_since(opened.started),
-                        error=http_status_error(code, data),
-                        error_kind="http_status",
-                        retry_after=opened.response.headers.get("retry-after"),
-                        excerpt=excerpt_of(data),
-                        remote_address=opened.address,
-                    )
-                )
+                data = await read_capped(self.hub, opened)
+                raise _Failed(data if isinstance(data, Outcome) else opened.answered(data))
             if "text/event-stream" in opened.response.headers.get("content-type", ""):
                 async for sse in EventSource(body).aiter_sse():  # type: ignore[arg-type]
                     if not sse.data.strip():

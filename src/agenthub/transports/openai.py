@@ -24,8 +24,6 @@ from httpx_sse import EventSource, SSEError
 from agenthub.delivery.webhook_call import (
     Opened,
     Outcome,
-    excerpt_of,
-    http_status_error,
     ms_since,
     open_request,
     read_capped,
@@ -112,18 +110,7 @@ async def _read(hub: Hub, opened: Opened, dialect: _Dialect) -> AsyncIterator[Tr
     code = response.status_code
     if not 200 <= code < 300:
         data = await read_capped(hub, opened)
-        if isinstance(data, Outcome):
-            yield data
-            return
-        yield Outcome(
-            code,
-            ms_since(opened.started),
-            error=http_status_error(code, data),
-            error_kind="http_status",
-            retry_after=response.headers.get("retry-after"),
-            excerpt=excerpt_of(data),
-            remote_address=opened.address,
-        )
+        yield data if isinstance(data, Outcome) else opened.answered(data)
         return
     limit = hub.settings.agent_max_response_bytes
     capped = CappedBody(response, limit)
