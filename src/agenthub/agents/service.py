@@ -111,18 +111,14 @@ def _apply_transport(
 ) -> None:
     """Store the transport's settings, its secret encrypted apart (write-only): a secret left
     out of an update keeps the stored one, if the transport stays the same."""
-    same = agent.transport == transport and agent.transport_secret_encrypted is not None
-    kept = agent.transport_secret_encrypted if same else None
+    kept = agent.transport_secret_encrypted if agent.transport == transport else None
     if transport == "webhook":
-        agent.transport, agent.transport_settings, agent.transport_secret_encrypted = (
-            transport,
-            None,
-            None,
-        )
+        agent.transport = transport
+        agent.transport_settings = agent.transport_secret_encrypted = None
         return
     given = data.a2a if transport == "a2a" else data.openai
     if given is None:
-        if not same and agent.transport != transport:
+        if agent.transport != transport:
             raise InvalidInput.at(
                 ("body", transport), "missing", f"required for the {transport} transport"
             )
