@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx2
 from fastapi.responses import JSONResponse
 
-from agenthub.platforms.base import Inbound, SendError, WebhookRequest
+from agenthub.platforms.base import Inbound, SendError, WebhookRequest, same_origin
 from agenthub.rich import Rich, rich_of
 
 log = logging.getLogger("agenthub.platforms")
@@ -207,6 +207,24 @@ def outbound_rich(meta_data: dict[str, Any]) -> Rich | None:
 
 _PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\u00a0")
 MAX_TEMPLATE_PAGES = 20  # pages of templates read per listing (100 a page)
+
+
+async def read_pages(
+    first: str,
+    fetch: Callable[[str], Awaitable[dict[str, Any]]],
+    next_link: Callable[[dict[str, Any]], Any],
+) -> list[dict[str, Any]]:
+    """The pages of a platform's listing from `first`, at most `MAX_TEMPLATE_PAGES`. A page's
+    next link is followed only on `first`'s scheme, host and port: every request carries the
+    channel's credentials."""
+    pages: list[dict[str, Any]] = []
+    url: str | None = first
+    while url is not None and len(pages) < MAX_TEMPLATE_PAGES:
+        page = await fetch(url)
+        pages.append(page)
+        following = next_link(page)
+        url = following if isinstance(following, str) and same_origin(following, first) else None
+    return pages
 
 
 def phone_digits(to: str) -> str:

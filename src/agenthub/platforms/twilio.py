@@ -31,16 +31,15 @@ from agenthub.platforms.base import (
     StatusUpdate,
     TemplateInfo,
     WebhookRequest,
-    same_origin,
     send_error_from_response,
 )
 from agenthub.platforms.common import (
-    MAX_TEMPLATE_PAGES,
     TEXT_MAX,
     obj,
     objs,
     outbound_rich,
     phone_digits,
+    read_pages,
     secret_matches,
     text,
 )
@@ -269,16 +268,14 @@ class TwilioAdapter:
         base = _base_url(
             context.channel.config.get("content_api_base_url"), DEFAULT_CONTENT_API_BASE
         )
-        url: str | None = f"{base}/v1/ContentAndApprovals?PageSize=100"
-        templates: list[TemplateInfo] = []
-        for _ in range(MAX_TEMPLATE_PAGES):
-            if url is None:
-                break
-            page = await _get_json(http, url, context.credentials)
-            templates += [t for t in map(_content_template, objs(page.get("contents"))) if t]
-            following = obj(page.get("meta")).get("next_page_url")
-            url = following if isinstance(following, str) and same_origin(following, base) else None
-        return templates
+        pages = await read_pages(
+            f"{base}/v1/ContentAndApprovals?PageSize=100",
+            lambda url: _get_json(http, url, context.credentials),
+            lambda page: obj(page.get("meta")).get("next_page_url"),
+        )
+        return [
+            t for page in pages for t in map(_content_template, objs(page.get("contents"))) if t
+        ]
 
     def contact_address(self, to: str, credentials: dict[str, Any]) -> str:
         """`whatsapp:+<digits>`, as Twilio's `From` carries the contact (without the prefix

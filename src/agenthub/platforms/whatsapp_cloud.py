@@ -48,10 +48,8 @@ from agenthub.platforms.base import (
     StatusUpdate,
     TemplateInfo,
     WebhookRequest,
-    same_origin,
 )
 from agenthub.platforms.common import (
-    MAX_TEMPLATE_PAGES,
     META_TEXT_MAX,
     NAME_MAX,
     TEXT_MAX,
@@ -69,6 +67,7 @@ from agenthub.platforms.common import (
     outbound_media,
     outbound_rich,
     phone_digits,
+    read_pages,
     response_json,
     safe_parse,
     secret_matches,
@@ -416,14 +415,12 @@ class WhatsAppCloudAdapter:
             raise MissingCredential("access_token", "The channel has no access_token")
         version = context.settings.whatsapp_graph_version
         base = context.api_base_url(DEFAULT_API_BASE)
-        url: str | None = (
+        first = (
             f"{base}/{version}/{quote(waba_id, safe='')}/message_templates"
             "?fields=name,language,status,category,components&limit=100"
         )
-        templates: list[TemplateInfo] = []
-        for _ in range(MAX_TEMPLATE_PAGES):
-            if url is None:
-                break
+
+        async def fetch(url: str) -> dict[str, Any]:
             try:
                 response = await http.get(
                     url, headers={"Authorization": f"Bearer {token}"}, timeout=20
@@ -433,10 +430,10 @@ class WhatsAppCloudAdapter:
             page = response_json(response)
             if not response.is_success:
                 raise _graph_error(response, page)
-            templates += [t for t in map(_template, objs(page.get("data"))) if t is not None]
-            following = obj(page.get("paging")).get("next")
-            url = following if isinstance(following, str) and same_origin(following, base) else None
-        return templates
+            return page
+
+        pages = await read_pages(first, fetch, lambda page: obj(page.get("paging")).get("next"))
+        return [t for page in pages for t in map(_template, objs(page.get("data"))) if t]
 
     def contact_address(self, to: str, credentials: dict[str, Any]) -> str:
         """The WhatsApp id Meta's webhooks carry in `from`: the number's digits."""
