@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -50,9 +49,9 @@ from agenthub.settings import Settings
 from agenthub.transports import a2a as a2a_transport
 from agenthub.transports import a2a_push
 from agenthub.transports.base import AgentCall
-from tests.agent_server import eventually
 from tests.conftest import Caller, uvicorn_server
-from tests.fake_platform import standard_webhook_headers
+from tests.test_agent_delivery import World
+from tests.test_agent_delivery import make_world as make_agent_world
 
 pytestmark = pytest.mark.anyio
 
@@ -239,74 +238,14 @@ async def a2a_agent(
 # --- the hub -----------------------------------------------------------------------------
 
 
-@dataclass
-class World:
-    client: httpx2.AsyncClient
-    admin: Caller
-    channel_id: str
-    channel_secret: str
-    agent_id: str
-
-    async def send(self, content: str, contact: str = "alice") -> None:
-        payload = {"contact_id": contact, "message_id": uuid.uuid4().hex, "content": content}
-        body = json.dumps(payload)
-        headers = {
-            "content-type": "application/json",
-            **standard_webhook_headers(self.channel_secret, body),
-        }
-        answer = await self.client.post(
-            f"/webhooks/api/{self.channel_id}", content=body, headers=headers
-        )
-        assert answer.status_code == 200, answer.text
-
-    async def get(self, path: str) -> Any:
-        answer = await self.client.get(path, headers=self.admin.headers)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
-
-    async def chat_id(self) -> str:
-        async def found() -> Any:
-            return (await self.get(f"/channels/{self.channel_id}/chats"))["chats"]
-
-        (chat,) = await eventually(found)
-        return str(chat["id"])
-
-    async def agent_texts(self, chat_id: str) -> list[str]:
-        page = await self.get(f"/chats/{chat_id}/messages?limit=100")
-        return [m["content"] for m in reversed(page["messages"]) if m["sender_type"] == "AGENT"]
-
-    async def settled(self, chat_id: str, count: int = 1) -> list[dict[str, Any]]:
-        async def done() -> Any:
-            deliveries = await self.get(f"/chats/{chat_id}/deliveries")
-            finished = [d for d in deliveries if d["status"] != "pending"]
-            return deliveries if len(finished) >= count == len(deliveries) else None
-
-        deliveries: list[dict[str, Any]] = await eventually(done, message="deliveries pending")
-        return sorted(deliveries, key=lambda d: d["created_at"])
-
-
 async def make_world(
     client: httpx2.AsyncClient, admin: Caller, url: str, timeout: float = 5
 ) -> World:
-    answer = await client.post(
-        "/channels", json={"name": "web", "platform": "api"}, headers=admin.headers
+    """An `api` channel and an A2A agent at `url`, with a bearer token."""
+    a2a = {"url": url, "auth": {"scheme": "bearer", "token": "sekrit"}}
+    return await make_agent_world(
+        client, admin, None, reached={"transport": "a2a", "a2a": a2a}, timeout_seconds=timeout
     )
-    assert answer.status_code == 201, answer.text
-    channel = answer.json()
-    answer = await client.post(
-        "/auth/agents",
-        json={
-            "name": "a2a-bot",
-            "transport": "a2a",
-            "a2a": {"url": url, "auth": {"scheme": "bearer", "token": "sekrit"}},
-            "buffer_time_seconds": 0,
-            "timeout_seconds": timeout,
-        },
-        headers=admin.headers,
-    )
-    assert answer.status_code == 201, answer.text
-    agent = answer.json()
-    return World(client, admin, channel["id"], channel["credentials"]["secret"], agent["id"])
 
 
 async def bus_events(hub: Hub, kind: str) -> list[dict[str, Any]]:
@@ -332,7 +271,7 @@ async def test_a_returned_message_becomes_the_reply_and_the_request_is_a2a(
         world = await make_world(client, admin, url)
         await world.send("hi")
         chat_id = await world.chat_id()
-        (delivery,) = await world.settled(chat_id)
+        (delivery,) = await world.finished(chat_id)
         assert delivery["status"] == "succeeded"
         assert await world.agent_texts(chat_id) == ["hello, hi"]
 
@@ -358,7 +297,7 @@ async def test_a_returned_message_becomes_the_reply_and_the_request_is_a2a(
         assert meta["new_message_ids"] == [meta["history"][0]["id"]]
 
         await world.send("hi")  # the card is kept: not read again
-        await world.settled(chat_id, 2)
+        await world.finished(chat_id, 2)
         assert agent.card_reads == 1
 
 
@@ -370,7 +309,7 @@ async def test_without_a_card_the_url_is_the_json_rpc_endpoint(
         world = await make_world(client, admin, url)
         await world.send("hi")
         chat_id = await world.chat_id()
-        (delivery,) = await world.settled(chat_id)
+        (delivery,) = await world.finished(chat_id)
         assert delivery["status"] == "succeeded"
         assert await world.agent_texts(chat_id) == ["hello, hi"]
         assert agent.card_reads == 2  # agent-card.json, then agent.json: both 404
@@ -385,7 +324,7 @@ async def test_a_streamed_reply_shows_partials_then_one_agent_message(
         world = await make_world(client, admin, url)
         await world.send("one two")
         chat_id = await world.chat_id()
-        (delivery,) = await world.settled(chat_id)
+        (delivery,) = await world.finished(chat_id)
         assert delivery["status"] == "succeeded"
         assert await world.agent_texts(chat_id) == ["echo: one two"]
         assert [c.method for c in agent.calls] == ["SendStreamingMessage"]
@@ -404,10 +343,10 @@ async def test_input_required_keeps_the_task_for_the_next_delivery(
         world = await make_world(client, admin, url)
         await world.send("ask")
         chat_id = await world.chat_id()
-        await world.settled(chat_id)
+        await world.finished(chat_id)
         assert await world.agent_texts(chat_id) == ["your name?"]
         await world.send("Ana")
-        deliveries = await world.settled(chat_id, 2)
+        deliveries = await world.finished(chat_id, 2)
         assert [d["status"] for d in deliveries] == ["succeeded", "succeeded"]
         assert await world.agent_texts(chat_id) == ["your name?", "thanks, Ana"]
         first, second = agent.sent("SendMessage")
@@ -416,7 +355,7 @@ async def test_input_required_keeps_the_task_for_the_next_delivery(
         assert task_id
         # The task completed: the chat's next message starts a new one.
         await world.send("hi")
-        await world.settled(chat_id, 3)
+        await world.finished(chat_id, 3)
         assert "taskId" not in agent.sent("SendMessage")[2].params["message"]
         assert (await world.agent_texts(chat_id))[-1] == "hello, hi"
 
@@ -429,7 +368,7 @@ async def test_a_failed_task_fails_the_delivery_without_retries(
         world = await make_world(client, admin, url)
         await world.send("fail")
         chat_id = await world.chat_id()
-        (delivery,) = await world.settled(chat_id)
+        (delivery,) = await world.finished(chat_id)
         assert delivery["status"] == "failed"
         (attempt,) = delivery["attempts"]
         assert attempt["status_code"] == 422
@@ -448,7 +387,7 @@ async def test_handoff_metadata_hands_the_chat_off(
         world = await make_world(client, admin, url)
         await world.send("human")
         chat_id = await world.chat_id()
-        (delivery,) = await world.settled(chat_id)
+        (delivery,) = await world.finished(chat_id)
         assert delivery["status"] == "succeeded"
         assert await world.agent_texts(chat_id) == ["hello, human"]
         chat = await world.get(f"/chats/{chat_id}")
@@ -465,7 +404,7 @@ async def test_a_task_still_working_is_followed_with_get_task(
         world = await make_world(client, admin, url)
         await world.send("slow")
         chat_id = await world.chat_id()
-        (delivery,) = await world.settled(chat_id)
+        (delivery,) = await world.finished(chat_id)
         assert delivery["status"] == "succeeded"
         assert len(delivery["attempts"]) == 1
         assert await world.agent_texts(chat_id) == ["done at last"]
@@ -485,7 +424,7 @@ async def test_a_retry_goes_on_following_the_task_instead_of_sending_again(
         world = await make_world(client, admin, url, timeout=0.6)
         await world.send("slower")
         chat_id = await world.chat_id()
-        (delivery,) = await world.settled(chat_id)
+        (delivery,) = await world.finished(chat_id)
         assert delivery["status"] == "succeeded"
         assert delivery["attempts"][0]["error_kind"] == "timeout"
         assert len(agent.sent("SendMessage")) == 1
@@ -499,7 +438,7 @@ async def test_a_retry_sends_the_same_message_id(client: httpx2.AsyncClient, adm
         world = await make_world(client, admin, url)
         await world.send("hi")
         chat_id = await world.chat_id()
-        (delivery,) = await world.settled(chat_id)
+        (delivery,) = await world.finished(chat_id)
         assert delivery["status"] == "succeeded"
         assert [a["status_code"] for a in delivery["attempts"]] == [503, 200]
         first, second = agent.calls
@@ -523,7 +462,7 @@ async def test_a_push_notification_wakes_the_attempt_following_a_task(
         world = await make_world(client, admin, url)
         await world.send("slow")
         chat_id = await world.chat_id()
-        (delivery,) = await world.settled(chat_id)
+        (delivery,) = await world.finished(chat_id)
         assert delivery["status"] == "succeeded"
         assert await world.agent_texts(chat_id) == ["done at last"]
         (send,) = agent.sent("SendMessage")

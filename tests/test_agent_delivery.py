@@ -148,9 +148,25 @@ class World:
             return deliveries
         return None
 
+    async def finished(self, chat_id: str, count: int = 1) -> list[dict[str, Any]]:
+        """Wait for the chat's `count` deliveries to be made and finished; oldest first."""
 
-def transport_fields(agent: FakeAgent) -> dict[str, Any]:
+        async def done() -> list[dict[str, Any]] | None:
+            deliveries = await self.settled(chat_id)
+            return deliveries if deliveries is not None and len(deliveries) >= count else None
+
+        found: list[dict[str, Any]] = await eventually(done, message="deliveries pending")
+        return found
+
+    async def get(self, path: str) -> Any:
+        response = await self.client.get(path, headers=self.admin.headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def transport_fields(agent: FakeAgent | None) -> dict[str, Any]:
     """How an agent at `agent.url` is reached, in `POST /auth/agents` fields."""
+    assert agent is not None
     if agent.protocol == "openai":
         settings = {"base_url": agent.url, "api_key": "sk-test-key", "model": "test-model"}
         return {"transport": "openai", "openai": settings}
@@ -162,11 +178,14 @@ def transport_fields(agent: FakeAgent) -> dict[str, Any]:
 async def make_world(
     client: httpx2.AsyncClient,
     admin: Caller,
-    agent: FakeAgent,
+    agent: FakeAgent | None,
     *,
     channel_config: dict[str, Any] | None = None,
+    reached: dict[str, Any] | None = None,
     **agent_fields: Any,
 ) -> World:
+    """An `api` channel and an agent: at `agent` (its transport from its protocol), or as
+    `reached` says (`{"transport": …, …}`)."""
     response = await client.post(
         "/channels",
         json={"name": "web", "platform": "api", "config": channel_config or {}},
@@ -177,7 +196,7 @@ async def make_world(
     fields = {"buffer_time_seconds": 0, "timeout_seconds": AGENT_TIMEOUT} | agent_fields
     response = await client.post(
         "/auth/agents",
-        json={"name": "bot", **transport_fields(agent), **fields},
+        json={"name": "bot", **(reached or transport_fields(agent)), **fields},
         headers=admin.headers,
     )
     assert response.status_code == 201, response.text
