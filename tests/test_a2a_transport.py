@@ -50,7 +50,7 @@ from agenthub.transports import a2a as a2a_transport
 from agenthub.transports import a2a_push
 from agenthub.transports.base import AgentCall
 from tests.conftest import Caller, uvicorn_server
-from tests.test_agent_delivery import World
+from tests.test_agent_delivery import World, replayed_events
 from tests.test_agent_delivery import make_world as make_agent_world
 
 pytestmark = pytest.mark.anyio
@@ -249,15 +249,7 @@ async def make_world(
 
 
 async def bus_events(hub: Hub, kind: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    async with hub.events.subscribe(last_event_id=0) as stream:
-        while True:
-            try:
-                event = await asyncio.wait_for(anext(stream), 0.1)
-            except (TimeoutError, StopAsyncIteration):
-                return found
-            if event["type"] == kind:
-                found.append(event)
+    return [event for event in await replayed_events(hub) if event["type"] == kind]
 
 
 # --- the cases ---------------------------------------------------------------------------

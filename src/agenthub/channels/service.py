@@ -232,18 +232,7 @@ async def list_templates(hub: Hub, context: ChannelContext) -> TemplateList:
         raise Conflict({"code": "missing_credential", "message": exc.detail}) from None
     except SendError as exc:
         raise BadGateway(f"{platform} could not list the templates: {exc.detail[:300]}") from None
-    return TemplateList(
-        templates=[
-            TemplateOut(
-                name=t.name,
-                language=t.language,
-                status=t.status,
-                category=t.category,
-                body=t.body,
-            )
-            for t in found
-        ]
-    )
+    return TemplateList(templates=[TemplateOut.model_validate(t) for t in found])
 
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
