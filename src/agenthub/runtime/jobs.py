@@ -40,6 +40,7 @@ class InProcessJobRunner:
         self._sweep_seconds = sweep_seconds
         self._woken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.passes = 0  # passes finished since start (the first one runs at once)
 
     def wake(self) -> None:
         self._woken.set()
@@ -61,6 +62,7 @@ class InProcessJobRunner:
                 next_due = await self._work_pass(utcnow())
             except Exception:
                 log.exception("job pass failed; retrying at the next sweep")
+            self.passes += 1
             await self._sleep_until(next_due)
 
     async def _sleep_until(self, next_due: datetime | None) -> None:
